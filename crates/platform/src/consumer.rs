@@ -1,0 +1,404 @@
+//! The durable pull-consumer loop every service runs.
+//!
+//! A service describes what it consumes with a [`ConsumerSpec`] and what it
+//! does with a [`Handler`]; this module does the rest, the same way for all:
+//!
+//! 1. Create the durable consumer if it is missing (explicit ack, `ack_wait`,
+//!    `max_deliver` with a back-off schedule, bounded `max_ack_pending`).
+//! 2. Pull messages and hand each to a task, at most `concurrency` at a time,
+//!    so memory stays flat however long the backlog is.
+//! 3. For each message: open a CONSUMER span joined to the producer's trace,
+//!    decode it into a typed event, call the handler, then
+//!    - `Ok` → ack;
+//!    - [`HandlerError::Transient`] → nak with a growing delay, until the
+//!      deliveries run out;
+//!    - [`HandlerError::Permanent`], an undecodable message, or the last
+//!      delivery failing → publish it to the dead-letter stream with the
+//!      reason, then `term` so it is never redelivered.
+//! 4. If the message stream breaks (broker restart, consumer deleted), start
+//!    over from step 1 after a short pause; on shutdown stop pulling and wait
+//!    for in-flight handlers to finish and ack.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::AckKind;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use events::streams::{self, StreamDef};
+use events::{Envelope, Event};
+use futures::StreamExt as _;
+use opentelemetry::trace::TraceContextExt as _;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::bus::Bus;
+use crate::config::ConsumerSpans;
+use crate::telemetry;
+
+/// How long the broker waits for an ack before redelivering. Long enough for
+/// a slow SMTP server; a handler that takes longer is assumed dead.
+pub const ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// How many times a message is delivered before it is dead-lettered.
+pub const MAX_DELIVER: i64 = 8;
+
+/// Redelivery delays after an ack timeout. JetStream uses the first entry in
+/// place of `ack_wait`, so it must not be shorter than a slow handling.
+const ACK_TIMEOUT_BACKOFF: [Duration; 4] = [
+    ACK_WAIT,
+    Duration::from_secs(60),
+    Duration::from_secs(120),
+    Duration::from_secs(300),
+];
+
+/// What a service consumes.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    /// The stream to consume from.
+    pub stream: &'static StreamDef,
+    /// The durable consumer's name; the broker remembers its position under
+    /// this name while the service is down.
+    pub durable: &'static str,
+    /// Subject filters, such as `orders.*.placed`.
+    pub filter_subjects: Vec<String>,
+    /// How many messages this consumer handles at once.
+    pub concurrency: usize,
+}
+
+/// One decoded message, as handed to a [`Handler`].
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub envelope: Envelope,
+    pub event: Event,
+    /// The NATS subject it arrived on.
+    pub subject: String,
+    /// 1 on first delivery, more on redelivery.
+    pub delivered: i64,
+    /// Its sequence in the stream.
+    pub stream_sequence: u64,
+}
+
+/// A handler's verdict on a message it could not handle.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Might work later (SMTP down, broker slow, concurrent write): redeliver.
+    #[error("transient: {0:#}")]
+    Transient(anyhow::Error),
+    /// Can never work (an event this consumer does not expect, invalid data):
+    /// dead-letter it.
+    #[error("permanent: {0:#}")]
+    Permanent(anyhow::Error),
+}
+
+impl HandlerError {
+    /// The verdict for an event a consumer received but has no use for, which
+    /// means its subject filter and its handler disagree.
+    pub fn unexpected(event: &Event) -> Self {
+        Self::Permanent(anyhow::anyhow!(
+            "this consumer does not handle `{}`",
+            event.kind()
+        ))
+    }
+}
+
+/// What a service does with each event it consumes.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, delivery: Delivery)
+    -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+/// Runs the consumer until `shutdown` is cancelled, recovering from broker
+/// outages on its own.
+pub async fn run<H: Handler>(
+    bus: Bus,
+    spec: ConsumerSpec,
+    handler: Arc<H>,
+    spans: ConsumerSpans,
+    shutdown: CancellationToken,
+) {
+    while !shutdown.is_cancelled() {
+        match consume(&bus, &spec, &handler, spans, &shutdown).await {
+            Ok(()) => break,
+            Err(error) => {
+                tracing::warn!(consumer = spec.durable, error = format!("{error:#}"), "consumer interrupted, restarting");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = shutdown.cancelled() => {}
+                }
+            }
+        }
+    }
+    tracing::info!(consumer = spec.durable, "consumer drained");
+}
+
+/// The pull consumer's configuration.
+fn consumer_config(spec: &ConsumerSpec) -> pull::Config {
+    pull::Config {
+        durable_name: Some(spec.durable.to_owned()),
+        filter_subjects: spec.filter_subjects.clone(),
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: ACK_WAIT,
+        max_deliver: MAX_DELIVER,
+        backoff: ACK_TIMEOUT_BACKOFF.to_vec(),
+        // Bounds the messages handed out but not yet acked, across restarts of
+        // this service: the broker holds the rest of the backlog.
+        max_ack_pending: i64::try_from(spec.concurrency.saturating_mul(4)).unwrap_or(1024),
+        ..Default::default()
+    }
+}
+
+async fn consume<H: Handler>(
+    bus: &Bus,
+    spec: &ConsumerSpec,
+    handler: &Arc<H>,
+    spans: ConsumerSpans,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let stream = bus.jetstream().get_stream(spec.stream.name).await?;
+    let consumer: PullConsumer = stream
+        .get_or_create_consumer(spec.durable, consumer_config(spec))
+        .await?;
+    let batch = spec.concurrency.max(1);
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(batch)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await?;
+    tracing::info!(consumer = spec.durable, stream = spec.stream.name, "consuming");
+
+    let permits = Arc::new(Semaphore::new(batch));
+    let mut tasks = JoinSet::new();
+    let outcome = loop {
+        // Wait for a free slot first, so no message is pulled that cannot be
+        // worked on straight away.
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit?,
+            () = shutdown.cancelled() => break Ok(()),
+        };
+        let next = tokio::select! {
+            next = messages.next() => next,
+            () = shutdown.cancelled() => break Ok(()),
+        };
+        match next {
+            Some(Ok(message)) => {
+                let bus = bus.clone();
+                let handler = handler.clone();
+                let durable = spec.durable;
+                tasks.spawn(async move {
+                    handle_message(&bus, durable, &*handler, spans, message).await;
+                    drop(permit);
+                });
+            }
+            Some(Err(error)) => break Err(anyhow::Error::new(error).context("pulling messages")),
+            None => break Err(anyhow::anyhow!("the message stream ended")),
+        }
+        // Reap finished tasks so the set does not grow with the backlog.
+        while tasks.try_join_next().is_some() {}
+    };
+    // Whatever happened, let the handlers already running finish and ack.
+    while tasks.join_next().await.is_some() {}
+    outcome
+}
+
+async fn handle_message<H: Handler>(
+    bus: &Bus,
+    durable: &'static str,
+    handler: &H,
+    spans: ConsumerSpans,
+    message: async_nats::jetstream::Message,
+) {
+    let (delivered, stream_sequence) = match message.info() {
+        Ok(info) => (info.delivered, info.stream_sequence),
+        Err(_) => (1, 0),
+    };
+    let span = tracing::info_span!(
+        "consume",
+        otel.name = format!("process {}", message.subject),
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "nats",
+        messaging.destination.name = %message.subject,
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
+        messaging.consumer.group.name = durable,
+        messaging.message.id = tracing::field::Empty,
+        messaging.nats.delivery_count = delivered,
+        messaging.nats.stream.sequence = stream_sequence,
+        cloudevents.event_type = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    let producer = telemetry::extract(message.headers.as_ref());
+    match spans {
+        ConsumerSpans::Child => {
+            // Fails only if the span is disabled by the filter: then there
+            // is nothing to join.
+            let _ = span.set_parent(producer);
+        }
+        ConsumerSpans::Link => span.add_link(producer.span().span_context().clone()),
+    }
+
+    async {
+        let headers = message.headers.as_ref();
+        let decoded = events::decode(
+            |name| headers.and_then(|h| h.get(name)).map(|value| value.as_str()),
+            &message.payload,
+        );
+        let verdict = match decoded {
+            Err(error) => Err(HandlerError::Permanent(anyhow::Error::new(error))),
+            Ok((envelope, event)) => {
+                let span = tracing::Span::current();
+                span.record("messaging.message.id", envelope.id.to_string());
+                span.record("cloudevents.event_type", envelope.kind.ce_type());
+                let delivery = Delivery {
+                    envelope,
+                    event,
+                    subject: message.subject.to_string(),
+                    delivered,
+                    stream_sequence,
+                };
+                handler.handle(delivery).await
+            }
+        };
+        settle(bus, durable, &message, delivered, verdict).await;
+    }
+    .instrument(span)
+    .await
+}
+
+/// Acks, naks or dead-letters a message according to the verdict.
+async fn settle(
+    bus: &Bus,
+    durable: &'static str,
+    message: &async_nats::jetstream::Message,
+    delivered: i64,
+    verdict: Result<(), HandlerError>,
+) {
+    let span = tracing::Span::current();
+    let ack = match verdict {
+        Ok(()) => {
+            span.record("outcome", "ack");
+            AckKind::Ack
+        }
+        Err(HandlerError::Transient(error)) if delivered < MAX_DELIVER => {
+            let delay = nak_delay(delivered);
+            span.record("outcome", "nak");
+            tracing::warn!(error = format!("{error:#}"), delivered, ?delay, "handling failed, will retry");
+            AckKind::Nak(Some(delay))
+        }
+        Err(error) => {
+            span.record("outcome", "dead-letter");
+            span.record("otel.status_code", "ERROR");
+            let reason = match &error {
+                HandlerError::Transient(error) => {
+                    format!("gave up after {delivered} deliveries: {error:#}")
+                }
+                HandlerError::Permanent(error) => format!("{error:#}"),
+            };
+            tracing::error!(%reason, "dead-lettering message");
+            if let Err(error) = dead_letter(bus, durable, message, delivered, &reason).await {
+                // Not terminated: the broker redelivers it, and the
+                // dead-lettering is tried again then.
+                tracing::error!(error = format!("{error:#}"), "dead-lettering failed, leaving message for redelivery");
+                return;
+            }
+            AckKind::Term
+        }
+    };
+    if let Err(error) = message.ack_with(ack).await {
+        // The broker will redeliver after `ack_wait`; handlers are idempotent.
+        tracing::warn!(%error, "ack failed");
+    }
+}
+
+/// Delay before a nak'ed message comes back: 0.5 s doubling up to 30 s.
+pub fn nak_delay(delivered: i64) -> Duration {
+    let exponent = u32::try_from(delivered.clamp(1, 7) - 1).unwrap_or(0);
+    Duration::from_millis(500 * 2u64.pow(exponent)).min(Duration::from_secs(30))
+}
+
+/// Header names on a dead letter.
+pub mod dead_letter_headers {
+    pub const SERVICE: &str = "Deadletter-Service";
+    pub const CONSUMER: &str = "Deadletter-Consumer";
+    pub const SUBJECT: &str = "Deadletter-Subject";
+    pub const REASON: &str = "Deadletter-Reason";
+    pub const DELIVERIES: &str = "Deadletter-Deliveries";
+    pub const STREAM_SEQUENCE: &str = "Deadletter-Stream-Sequence";
+}
+
+/// Copies a message, headers and payload unchanged, to
+/// `deadletter.<service>.<original subject>` with the reason beside it.
+async fn dead_letter(
+    bus: &Bus,
+    durable: &'static str,
+    message: &async_nats::jetstream::Message,
+    delivered: i64,
+    reason: &str,
+) -> anyhow::Result<()> {
+    use dead_letter_headers as h;
+    let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+    let mut headers = message.headers.clone().unwrap_or_else(HeaderMap::new);
+    let service = bus.service();
+    headers.insert(h::SERVICE, service);
+    headers.insert(h::CONSUMER, durable);
+    headers.insert(h::SUBJECT, message.subject.as_str());
+    // Header values cannot hold line breaks.
+    headers.insert(h::REASON, reason.replace(['\r', '\n'], " ").as_str());
+    headers.insert(h::DELIVERIES, delivered.to_string().as_str());
+    headers.insert(h::STREAM_SEQUENCE, sequence.to_string().as_str());
+    // One dead letter per consumer and original message, however often the
+    // dead-lettering itself is retried.
+    let id = format!("deadletter/{durable}/{}/{sequence}", message.subject);
+    headers.insert(events::headers::MSG_ID, id.as_str());
+
+    let subject = format!("{}.{service}.{}", streams::DEAD_LETTERS.prefix, message.subject);
+    let span = tracing::info_span!(
+        "dead-letter",
+        otel.name = format!("send {}.{service}", streams::DEAD_LETTERS.prefix),
+        otel.kind = "producer",
+        messaging.system = "nats",
+        messaging.destination.name = %subject,
+        messaging.operation.type = "send",
+        messaging.message.id = %id,
+        reason,
+    );
+    telemetry::inject(&span, &mut headers);
+    async {
+        let ack = bus
+            .jetstream()
+            .publish_with_headers(subject, headers, message.payload.clone())
+            .await?;
+        ack.await?;
+        anyhow::Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nak_delay_grows_and_is_capped() {
+        assert_eq!(nak_delay(1), Duration::from_millis(500));
+        assert_eq!(nak_delay(2), Duration::from_secs(1));
+        assert_eq!(nak_delay(3), Duration::from_secs(2));
+        assert_eq!(nak_delay(100), Duration::from_secs(30));
+        assert!(nak_delay(0) > Duration::ZERO);
+    }
+
+    #[test]
+    fn the_first_ack_timeout_is_the_ack_wait() {
+        assert_eq!(ACK_TIMEOUT_BACKOFF[0], ACK_WAIT);
+        assert!(usize::try_from(MAX_DELIVER).unwrap_or(0) > ACK_TIMEOUT_BACKOFF.len());
+    }
+}

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Install the pinned Go tools this project runs natively and in tests into
+# <repo>/.tools/bin.
+#
+#   scripts/install-tools.sh                  # nats-server jaeger mailpit
+#   scripts/install-tools.sh natscli          # only the `nats` CLI
+#   scripts/install-tools.sh nats-server jaeger mailpit natscli
+#
+# Each tool is pinned by its own Go module in tools/<name>/ (go.mod + go.sum,
+# created with `go get -tool <pkg>@<version>`), so the versions and checksums
+# live in git. We run `go install tool` inside that module with GOBIN pointing
+# at .tools/bin.
+#
+# A tool is skipped when its binary exists and .tools/bin/.<name>.version
+# matches the pinned module@version from tools/<name>/go.mod, so repeat runs
+# take milliseconds. Delete .tools/ to force a rebuild.
+#
+# To bump a tool: cd tools/<name> && go get -tool <pkg>@<new version> && go mod tidy
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bin="$repo/.tools/bin"
+default_tools=(nats-server jaeger mailpit)
+all_tools=(nats-server jaeger mailpit natscli)
+
+log() { printf 'install-tools: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+usage() {
+    cat >&2 <<EOF
+usage: $(basename "$0") [tool ...]
+  tools: ${all_tools[*]}
+  default: ${default_tools[*]}
+EOF
+}
+
+# tool_pkg <go.mod>: the package path of the (single) `tool` directive.
+tool_pkg() {
+    awk '
+        $1 == "tool" && $2 != "(" { print $2; exit }
+        $1 == "tool" && $2 == "(" { inblock = 1; next }
+        inblock && $1 == ")" { exit }
+        inblock && NF > 0 { print $1; exit }
+    ' "$1"
+}
+
+# tool_module_version <go.mod> <pkg>: "module@version" of the required module
+# that provides pkg (the longest module path that is a prefix of pkg).
+tool_module_version() {
+    awk -v pkg="$2" '
+        function consider(mod, ver) {
+            if ((pkg == mod || index(pkg, mod "/") == 1) && length(mod) > length(best)) {
+                best = mod; bestver = ver
+            }
+        }
+        $1 == "require" && $2 == "(" { inblock = 1; next }
+        inblock && $1 == ")" { inblock = 0; next }
+        inblock && NF >= 2 { consider($1, $2); next }
+        $1 == "require" && NF >= 3 { consider($2, $3) }
+        END { if (best != "") print best "@" bestver }
+    ' "$1"
+}
+
+# binary_name <pkg>: what `go install` calls the binary (last path element,
+# skipping a major-version suffix such as /v2).
+binary_name() {
+    local pkg="$1" last
+    last="${pkg##*/}"
+    if [[ "$last" =~ ^v[0-9]+$ ]]; then
+        pkg="${pkg%/*}"
+        last="${pkg##*/}"
+    fi
+    printf '%s\n' "$last"
+}
+
+for arg in "$@"; do
+    case "$arg" in
+        -h | --help) usage; exit 0 ;;
+    esac
+done
+
+tools=("$@")
+if [ ${#tools[@]} -eq 0 ]; then
+    tools=("${default_tools[@]}")
+fi
+
+for t in "${tools[@]}"; do
+    [ -f "$repo/tools/$t/go.mod" ] || { usage; die "unknown tool '$t' (no tools/$t/go.mod)"; }
+done
+
+mkdir -p "$bin"
+
+go_checked=0
+need_go() {
+    [ "$go_checked" = 1 ] && return 0
+    command -v go >/dev/null 2>&1 ||
+        die "'go' not found on PATH. Install Go >= $(awk '$1 == "go" { print $2; exit }' "$repo/tools/${tools[0]}/go.mod") from https://go.dev/dl/ (or use docker compose, which needs no local tools)."
+    log "using $(go version)"
+    go_checked=1
+}
+
+for t in "${tools[@]}"; do
+    moddir="$repo/tools/$t"
+    pkg="$(tool_pkg "$moddir/go.mod")"
+    [ -n "$pkg" ] || die "tools/$t/go.mod has no 'tool' directive"
+    want="$(tool_module_version "$moddir/go.mod" "$pkg")"
+    [ -n "$want" ] || die "tools/$t/go.mod does not require a module providing $pkg"
+    exe="$(binary_name "$pkg")"
+    stamp="$bin/.$t.version"
+
+    if [ -x "$bin/$exe" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        log "$t: $want already installed ($bin/$exe)"
+        continue
+    fi
+
+    need_go
+    log "$t: installing $want -> $bin/$exe (first build can take a few minutes)"
+    start=$SECONDS
+    # -mod=readonly: fail instead of silently editing go.mod/go.sum.
+    (cd "$moddir" && GOBIN="$bin" GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=readonly" go install tool) ||
+        die "$t: 'go install tool' failed in tools/$t"
+    [ -x "$bin/$exe" ] || die "$t: expected $bin/$exe after go install"
+    printf '%s\n' "$want" >"$stamp"
+    log "$t: done in $((SECONDS - start))s"
+done
+
+log "tools in $bin: $(cd "$bin" && ls | tr '\n' ' ')"
