@@ -31,6 +31,8 @@ run: tools build ## start NATS, Jaeger, Mailpit and the four services natively
 test: tools ## formatting, lints, unit + end-to-end tests
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	# The end-to-end tests start the real service binaries: build them first.
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 
 fmt: ## format the code

@@ -15,6 +15,15 @@
 # matches the pinned module@version from tools/<name>/go.mod, so repeat runs
 # take milliseconds. Delete .tools/ to force a rebuild.
 #
+# Web UIs: a plain `go install` of Jaeger or Mailpit serves no web UI (their
+# module zips lack the built UI). A tool with scripts/build-<name>-ui.sh is
+# built by that script instead, with its UI embedded, when
+# `build-<name>-ui.sh --stamp` says it can (it prints a suffix for the stamp,
+# so a changed UI pin rebuilds the tool); otherwise it falls back to
+# `go install` with a warning (APIs work, no UI). Mailpit's UI is bundled from
+# npm packages pinned in tools/mailpit/ui/ (needs node + npm); Jaeger's comes
+# prebuilt from tools/jaeger/ui/ (jaeger-ui is on no package registry).
+#
 # To bump a tool: cd tools/<name> && go get -tool <pkg>@<new version> && go mod tidy
 set -euo pipefail
 
@@ -108,19 +117,39 @@ for t in "${tools[@]}"; do
     exe="$(binary_name "$pkg")"
     stamp="$bin/.$t.version"
 
-    if [ -x "$bin/$exe" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-        log "$t: $want already installed ($bin/$exe)"
+    # A tool with scripts/build-<t>-ui.sh is built by it, with its web UI,
+    # when it can be; the stamp says which build is installed.
+    ui_builder="$repo/scripts/build-$t-ui.sh"
+    stamp_want="$want"
+    if [ -f "$ui_builder" ]; then
+        if ui_stamp="$("$ui_builder" --stamp)"; then
+            stamp_want="$want$ui_stamp"
+        else
+            log "$t: warning: $(basename "$ui_builder") can't build here; installing without the web UI"
+            ui_builder=""
+        fi
+    else
+        ui_builder=""
+    fi
+
+    if [ -x "$bin/$exe" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$stamp_want" ]; then
+        log "$t: $stamp_want already installed ($bin/$exe)"
         continue
     fi
 
     need_go
-    log "$t: installing $want -> $bin/$exe (first build can take a few minutes)"
     start=$SECONDS
-    # -mod=readonly: fail instead of silently editing go.mod/go.sum.
-    (cd "$moddir" && GOBIN="$bin" GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=readonly" go install tool) ||
-        die "$t: 'go install tool' failed in tools/$t"
-    [ -x "$bin/$exe" ] || die "$t: expected $bin/$exe after go install"
-    printf '%s\n' "$want" >"$stamp"
+    if [ -n "$ui_builder" ]; then
+        log "$t: building $want with its web UI -> $bin/$exe (first build can take a few minutes)"
+        "$ui_builder" "$want" "$bin/$exe" || die "$t: $(basename "$ui_builder") failed"
+    else
+        log "$t: installing $want -> $bin/$exe (first build can take a few minutes)"
+        # -mod=readonly: fail instead of silently editing go.mod/go.sum.
+        (cd "$moddir" && GOBIN="$bin" GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=readonly" go install tool) ||
+            die "$t: 'go install tool' failed in tools/$t"
+    fi
+    [ -x "$bin/$exe" ] || die "$t: expected $bin/$exe after the build"
+    printf '%s\n' "$stamp_want" >"$stamp"
     log "$t: done in $((SECONDS - start))s"
 done
 

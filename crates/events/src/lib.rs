@@ -64,7 +64,10 @@ impl OrderId {
     /// An order id derived from a client's idempotency key, so a repeated
     /// request maps to the same order without any lookup table.
     pub fn from_idempotency_key(key: &str) -> Self {
-        Self(Uuid::new_v5(&ID_NAMESPACE, format!("idempotency/{key}").as_bytes()))
+        Self(Uuid::new_v5(
+            &ID_NAMESPACE,
+            format!("idempotency/{key}").as_bytes(),
+        ))
     }
 
     pub fn as_uuid(&self) -> Uuid {
@@ -373,9 +376,7 @@ impl Event {
             EventKind::OrderPaid => Self::OrderPaid(serde_json::from_slice(payload)?),
             EventKind::OrderFulfilled => Self::OrderFulfilled(serde_json::from_slice(payload)?),
             EventKind::OrderCancelled => Self::OrderCancelled(serde_json::from_slice(payload)?),
-            EventKind::PaymentProcessed => {
-                Self::PaymentProcessed(serde_json::from_slice(payload)?)
-            }
+            EventKind::PaymentProcessed => Self::PaymentProcessed(serde_json::from_slice(payload)?),
             EventKind::PaymentFailed => Self::PaymentFailed(serde_json::from_slice(payload)?),
             EventKind::OrderShipped => Self::OrderShipped(serde_json::from_slice(payload)?),
             EventKind::EmailSent => Self::EmailSent(serde_json::from_slice(payload)?),
@@ -453,9 +454,15 @@ pub enum DecodeError {
     #[error("unknown event type `{0}`")]
     UnknownType(String),
     #[error("header `{header}` is malformed: {reason}")]
-    MalformedHeader { header: &'static str, reason: String },
+    MalformedHeader {
+        header: &'static str,
+        reason: String,
+    },
     #[error("payload of `{ce_type}` is not valid: {reason}")]
-    MalformedPayload { ce_type: &'static str, reason: String },
+    MalformedPayload {
+        ce_type: &'static str,
+        reason: String,
+    },
     #[error("ce-subject `{header}` does not match the payload's order id `{payload}`")]
     SubjectMismatch { header: String, payload: String },
 }
@@ -528,7 +535,9 @@ mod tests {
             }],
             total_cents: 3000,
             payment_token: "tok_visa".into(),
-            placed_at: OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            placed_at: OffsetDateTime::now_utc()
+                .replace_nanosecond(0)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
         })
     }
 
@@ -552,9 +561,18 @@ mod tests {
     #[test]
     fn subjects_carry_the_order_id_under_the_producers_prefix() {
         let id = OrderId::new();
-        assert_eq!(EventKind::OrderPlaced.subject(id), format!("orders.{id}.placed"));
-        assert_eq!(EventKind::PaymentFailed.subject(id), format!("payments.{id}.failed"));
-        assert_eq!(EventKind::OrderShipped.subject(id), format!("shipping.{id}.shipped"));
+        assert_eq!(
+            EventKind::OrderPlaced.subject(id),
+            format!("orders.{id}.placed")
+        );
+        assert_eq!(
+            EventKind::PaymentFailed.subject(id),
+            format!("payments.{id}.failed")
+        );
+        assert_eq!(
+            EventKind::OrderShipped.subject(id),
+            format!("shipping.{id}.shipped")
+        );
         for kind in EventKind::ALL {
             assert!(kind.subject(id).starts_with(kind.stream().prefix));
             assert!(kind.ce_type().ends_with(".v1"));
@@ -565,8 +583,14 @@ mod tests {
     #[test]
     fn derived_ids_are_deterministic() {
         let event = placed();
-        assert_eq!(Envelope::derived(&event, "x").id, Envelope::derived(&event, "x").id);
-        assert_ne!(Envelope::derived(&event, "x").id, Envelope::derived(&event, "y").id);
+        assert_eq!(
+            Envelope::derived(&event, "x").id,
+            Envelope::derived(&event, "x").id
+        );
+        assert_ne!(
+            Envelope::derived(&event, "x").id,
+            Envelope::derived(&event, "y").id
+        );
     }
 
     #[test]

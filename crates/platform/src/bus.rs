@@ -28,7 +28,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 pub const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
 /// The subject filter the expected sequence is checked against, so all of an
 /// order's subjects (`orders.<id>.*`) count as one aggregate.
-pub const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
+pub const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str =
+    "Nats-Expected-Last-Subject-Sequence-Subject";
 
 /// Why a publish failed.
 #[derive(Debug, thiserror::Error)]
@@ -145,7 +146,10 @@ impl Bus {
         expected: u64,
     ) -> Result<u64, PublishError> {
         let mut headers = HeaderMap::new();
-        headers.insert(EXPECTED_LAST_SUBJECT_SEQUENCE, expected.to_string().as_str());
+        headers.insert(
+            EXPECTED_LAST_SUBJECT_SEQUENCE,
+            expected.to_string().as_str(),
+        );
         headers.insert(EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT, filter);
         self.publish_with_headers(event, envelope, headers).await
     }
@@ -181,7 +185,10 @@ impl Bus {
         async {
             let result = async {
                 // First await: the message is handed to the connection.
-                let ack = self.js.publish_with_headers(subject, headers, payload).await?;
+                let ack = self
+                    .js
+                    .publish_with_headers(subject, headers, payload)
+                    .await?;
                 // Second await: the broker confirms it stored the message.
                 ack.await
             }

@@ -68,7 +68,9 @@ impl Settings {
         let consumer_spans = match env::var("TRACE_CONSUMER_SPANS").as_deref() {
             Err(_) | Ok("") | Ok("child") => ConsumerSpans::Child,
             Ok("link") => ConsumerSpans::Link,
-            Ok(other) => anyhow::bail!("TRACE_CONSUMER_SPANS must be `child` or `link`, not `{other}`"),
+            Ok(other) => {
+                anyhow::bail!("TRACE_CONSUMER_SPANS must be `child` or `link`, not `{other}`")
+            }
         };
         Ok(Self {
             service,

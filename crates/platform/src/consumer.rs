@@ -23,7 +23,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use events::streams::{self, StreamDef};
@@ -108,8 +107,7 @@ impl HandlerError {
 
 /// What a service does with each event it consumes.
 pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, delivery: Delivery)
-    -> impl Future<Output = Result<(), HandlerError>> + Send;
+    fn handle(&self, delivery: Delivery) -> impl Future<Output = Result<(), HandlerError>> + Send;
 }
 
 /// Runs the consumer until `shutdown` is cancelled, recovering from broker
@@ -125,7 +123,11 @@ pub async fn run<H: Handler>(
         match consume(&bus, &spec, &handler, spans, &shutdown).await {
             Ok(()) => break,
             Err(error) => {
-                tracing::warn!(consumer = spec.durable, error = format!("{error:#}"), "consumer interrupted, restarting");
+                tracing::warn!(
+                    consumer = spec.durable,
+                    error = format!("{error:#}"),
+                    "consumer interrupted, restarting"
+                );
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}
                     () = shutdown.cancelled() => {}
@@ -172,7 +174,11 @@ async fn consume<H: Handler>(
         .expires(Duration::from_secs(30))
         .messages()
         .await?;
-    tracing::info!(consumer = spec.durable, stream = spec.stream.name, "consuming");
+    tracing::info!(
+        consumer = spec.durable,
+        stream = spec.stream.name,
+        "consuming"
+    );
 
     let permits = Arc::new(Semaphore::new(batch));
     let mut tasks = JoinSet::new();
@@ -221,7 +227,9 @@ async fn handle_message<H: Handler>(
     };
     let span = tracing::info_span!(
         "consume",
-        otel.name = format!("process {}", message.subject),
+        // Renamed to `process <subject filter>` once the event type is known;
+        // span names stay low-cardinality, the full subject is an attribute.
+        otel.name = format!("process {}", durable),
         otel.kind = "consumer",
         otel.status_code = tracing::field::Empty,
         messaging.system = "nats",
@@ -248,7 +256,11 @@ async fn handle_message<H: Handler>(
     async {
         let headers = message.headers.as_ref();
         let decoded = events::decode(
-            |name| headers.and_then(|h| h.get(name)).map(|value| value.as_str()),
+            |name| {
+                headers
+                    .and_then(|h| h.get(name))
+                    .map(|value| value.as_str())
+            },
             &message.payload,
         );
         let verdict = match decoded {
@@ -257,6 +269,10 @@ async fn handle_message<H: Handler>(
                 let span = tracing::Span::current();
                 span.record("messaging.message.id", envelope.id.to_string());
                 span.record("cloudevents.event_type", envelope.kind.ce_type());
+                span.record(
+                    "otel.name",
+                    format!("process {}", envelope.kind.subject_filter()),
+                );
                 let delivery = Delivery {
                     envelope,
                     event,
@@ -290,7 +306,12 @@ async fn settle(
         Err(HandlerError::Transient(error)) if delivered < MAX_DELIVER => {
             let delay = nak_delay(delivered);
             span.record("outcome", "nak");
-            tracing::warn!(error = format!("{error:#}"), delivered, ?delay, "handling failed, will retry");
+            tracing::warn!(
+                error = format!("{error:#}"),
+                delivered,
+                ?delay,
+                "handling failed, will retry"
+            );
             AckKind::Nak(Some(delay))
         }
         Err(error) => {
@@ -306,7 +327,10 @@ async fn settle(
             if let Err(error) = dead_letter(bus, durable, message, delivered, &reason).await {
                 // Not terminated: the broker redelivers it, and the
                 // dead-lettering is tried again then.
-                tracing::error!(error = format!("{error:#}"), "dead-lettering failed, leaving message for redelivery");
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    "dead-lettering failed, leaving message for redelivery"
+                );
                 return;
             }
             AckKind::Term
@@ -345,7 +369,7 @@ async fn dead_letter(
 ) -> anyhow::Result<()> {
     use dead_letter_headers as h;
     let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-    let mut headers = message.headers.clone().unwrap_or_else(HeaderMap::new);
+    let mut headers = message.headers.clone().unwrap_or_default();
     let service = bus.service();
     headers.insert(h::SERVICE, service);
     headers.insert(h::CONSUMER, durable);
@@ -359,7 +383,11 @@ async fn dead_letter(
     let id = format!("deadletter/{durable}/{}/{sequence}", message.subject);
     headers.insert(events::headers::MSG_ID, id.as_str());
 
-    let subject = format!("{}.{service}.{}", streams::DEAD_LETTERS.prefix, message.subject);
+    let subject = format!(
+        "{}.{service}.{}",
+        streams::DEAD_LETTERS.prefix,
+        message.subject
+    );
     let span = tracing::info_span!(
         "dead-letter",
         otel.name = format!("send {}.{service}", streams::DEAD_LETTERS.prefix),

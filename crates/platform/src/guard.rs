@@ -22,7 +22,11 @@ pub enum Freshness {
 /// Returns the value recorded under `key`, or makes, records and returns a
 /// new one. The record is written create-if-absent, so of two concurrent
 /// deliveries only one value wins and both return it.
-pub async fn once<T, F>(store: &kv::Store, key: &str, make: F) -> Result<(T, Freshness), HandlerError>
+pub async fn once<T, F>(
+    store: &kv::Store,
+    key: &str,
+    make: F,
+) -> Result<(T, Freshness), HandlerError>
 where
     T: Serialize + DeserializeOwned,
     F: FnOnce() -> T,

@@ -56,7 +56,10 @@ async fn readyz(State(readiness): State<Readiness>) -> (StatusCode, &'static str
     if readiness.is_ready() {
         (StatusCode::OK, "ready")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not connected to the broker")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not connected to the broker",
+        )
     }
 }
 

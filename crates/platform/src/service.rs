@@ -81,7 +81,10 @@ where
         match attempt().await {
             Ok(value) => return Some(value),
             Err(error) => {
-                tracing::warn!(error = format!("{error:#}"), "broker not ready, retrying set-up");
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "broker not ready, retrying set-up"
+                );
             }
         }
         tokio::select! {

@@ -60,6 +60,9 @@ pub fn init(service: &'static str) -> anyhow::Result<Telemetry> {
         )
         .with(
             tracing_subscriber::fmt::layer()
+                // Colour only on a terminal: `make run` and the tests pipe
+                // the output into files and prefixes.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
                 .event_format(TraceIdFormat::default())
                 .with_filter(log_filter),
         )

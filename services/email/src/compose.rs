@@ -20,7 +20,14 @@ pub fn for_event(event: &Event) -> Option<Email> {
             let lines: Vec<String> = e
                 .items
                 .iter()
-                .map(|i| format!("  {} x {} at {}", i.quantity, i.sku, money(i.unit_price_cents)))
+                .map(|i| {
+                    format!(
+                        "  {} x {} at {}",
+                        i.quantity,
+                        i.sku,
+                        money(i.unit_price_cents)
+                    )
+                })
                 .collect();
             (
                 e.order_id,

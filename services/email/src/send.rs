@@ -70,7 +70,10 @@ pub async fn once(service: &crate::Email, email: compose::Email) -> Result<(), H
 
 async fn smtp_send(service: &crate::Email, email: &compose::Email) -> Result<(), HandlerError> {
     let to: Mailbox = email.to.parse().map_err(|e| {
-        HandlerError::Permanent(anyhow::anyhow!("recipient `{}` is not a valid address: {e}", email.to))
+        HandlerError::Permanent(anyhow::anyhow!(
+            "recipient `{}` is not a valid address: {e}",
+            email.to
+        ))
     })?;
     let message = Message::builder()
         .from(service.from.clone())

@@ -278,6 +278,9 @@ mod tests {
     #[test]
     fn a_shipment_before_the_payment_waits() {
         let (state, _) = apply(None, Command::Place(placed(OrderId::new())));
-        assert_eq!(decide(state.as_ref(), ship()), Err(Rejection::NotYet("placed")));
+        assert_eq!(
+            decide(state.as_ref(), ship()),
+            Err(Rejection::NotYet("placed"))
+        );
     }
 }

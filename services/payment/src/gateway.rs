@@ -13,8 +13,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Charge {
-    Approved { payment_id: String, amount_cents: u64 },
-    Declined { reason: String },
+    Approved {
+        payment_id: String,
+        amount_cents: u64,
+    },
+    Declined {
+        reason: String,
+    },
 }
 
 /// Charges `amount_cents` to the card behind `token`, once per order.
@@ -40,15 +45,30 @@ mod tests {
     #[test]
     fn test_tokens_behave_like_stripe() {
         let id = OrderId::new();
-        assert!(matches!(charge(id, "tok_visa", 100), Charge::Approved { amount_cents: 100, .. }));
-        assert!(matches!(charge(id, "tok_chargeDeclined", 100), Charge::Declined { .. }));
-        assert!(matches!(charge(id, "tok_bogus", 100), Charge::Declined { .. }));
+        assert!(matches!(
+            charge(id, "tok_visa", 100),
+            Charge::Approved {
+                amount_cents: 100,
+                ..
+            }
+        ));
+        assert!(matches!(
+            charge(id, "tok_chargeDeclined", 100),
+            Charge::Declined { .. }
+        ));
+        assert!(matches!(
+            charge(id, "tok_bogus", 100),
+            Charge::Declined { .. }
+        ));
     }
 
     #[test]
     fn the_same_order_gets_the_same_payment() {
         let id = OrderId::new();
         assert_eq!(charge(id, "tok_visa", 5), charge(id, "tok_visa", 5));
-        assert_ne!(charge(id, "tok_visa", 5), charge(OrderId::new(), "tok_visa", 5));
+        assert_ne!(
+            charge(id, "tok_visa", 5),
+            charge(OrderId::new(), "tok_visa", 5)
+        );
     }
 }

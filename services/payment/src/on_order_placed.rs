@@ -44,7 +44,8 @@ pub async fn handle(payment: &Payment, placed: &OrderPlaced) -> Result<(), Handl
 /// is none yet.
 async fn charge_once(payment: &Payment, placed: &OrderPlaced) -> Result<Charge, HandlerError> {
     let (charge, freshness) = guard::once(&payment.charges, &placed.order_id.to_string(), || {
-        let _span = tracing::info_span!("gateway charge", amount_cents = placed.total_cents).entered();
+        let _span =
+            tracing::info_span!("gateway charge", amount_cents = placed.total_cents).entered();
         gateway::charge(placed.order_id, &placed.payment_token, placed.total_cents)
     })
     .await?;

@@ -42,11 +42,12 @@ pub fn tracking_number(order_id: OrderId) -> String {
 
 /// Returns the order's shipment, scheduling it only if none is recorded.
 async fn schedule_once(shipping: &Shipping, order_id: OrderId) -> Result<Shipment, HandlerError> {
-    let (shipment, freshness) = guard::once(&shipping.shipments, &order_id.to_string(), || Shipment {
-        tracking_number: tracking_number(order_id),
-        scheduled_at: OffsetDateTime::now_utc(),
-    })
-    .await?;
+    let (shipment, freshness) =
+        guard::once(&shipping.shipments, &order_id.to_string(), || Shipment {
+            tracking_number: tracking_number(order_id),
+            scheduled_at: OffsetDateTime::now_utc(),
+        })
+        .await?;
     if freshness == Freshness::Repeat {
         tracing::info!(%order_id, "already scheduled, republishing the shipment");
     }

@@ -1,0 +1,319 @@
+//! The REST API: the only way into the system from outside.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `POST /orders` | 202 `{order_id, status, trace_id}` + `Location` once `OrderPlaced` is durably stored |
+//! | `GET /orders/{id}` | the read model, from the `orders_view` bucket |
+//! | `GET /orders/{id}/events` | the order's history, from the event store |
+//!
+//! Every error is `application/problem+json` (see [`problem`]).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, State};
+use axum::http::{HeaderMap, Request, Response, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use events::{OrderId, OrderPlaced};
+use serde::Serialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+use tower_http::trace::TraceLayer;
+
+use crate::Order;
+use crate::domain::{Command, Rejection};
+use crate::store::{EventStore, StoreError};
+use crate::view;
+
+pub mod problem;
+pub mod request;
+
+use problem::{FieldError, Problem};
+use request::NewOrder;
+
+/// The largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// The longest accepted `Idempotency-Key`.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// The API's routes, with an HTTP SERVER span around every request: the root
+/// of each order's trace.
+pub fn router(order: Arc<Order>) -> Router {
+    Router::new()
+        .route("/orders", post(place_order))
+        .route("/orders/{id}", get(get_order))
+        .route("/orders/{id}/events", get(get_events))
+        .fallback(|| async { Problem::not_found("no such resource") })
+        .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<_>| {
+                    let route = request
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or("unmatched", |p| p.as_str());
+                    tracing::info_span!(
+                        "http request",
+                        otel.name = format!("{} {route}", request.method()),
+                        otel.kind = "server",
+                        otel.status_code = tracing::field::Empty,
+                        http.request.method = %request.method(),
+                        http.route = route,
+                        url.path = %request.uri().path(),
+                        http.response.status_code = tracing::field::Empty,
+                    )
+                })
+                .on_response(|response: &Response<_>, _latency, span: &tracing::Span| {
+                    span.record("http.response.status_code", response.status().as_u16());
+                    if response.status().is_server_error() {
+                        span.record("otel.status_code", "ERROR");
+                    }
+                }),
+        )
+        .with_state(order)
+}
+
+/// The answer to a placed order.
+#[derive(Debug, Serialize)]
+struct Placed {
+    order_id: OrderId,
+    status: &'static str,
+    trace_id: String,
+}
+
+fn placed_response(order_id: OrderId, trace_id: String) -> axum::response::Response {
+    let location = format!("/orders/{order_id}");
+    (
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(Placed {
+            order_id,
+            status: "placed",
+            trace_id,
+        }),
+    )
+        .into_response()
+}
+
+fn ready(order: &Order) -> Result<&(EventStore, async_nats::jetstream::kv::Store), Problem> {
+    order
+        .ready
+        .get()
+        .ok_or_else(|| Problem::unavailable("the service is still connecting to the broker"))
+}
+
+/// `POST /orders`.
+async fn place_order(
+    State(order): State<Arc<Order>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::response::Response, Problem> {
+    let new_order = parse_body(&headers, body)?;
+    let key = idempotency_key(&headers)?;
+    let (store, _) = ready(&order)?;
+    if !order.bus.is_connected() {
+        return Err(Problem::unavailable(
+            "the broker is unreachable; the order was not taken",
+        ));
+    }
+
+    let order_id = key.map_or_else(OrderId::new, OrderId::from_idempotency_key);
+    let placed = OrderPlaced {
+        order_id,
+        customer_email: new_order.customer_email,
+        items: new_order.items,
+        total_cents: new_order.total_cents,
+        payment_token: new_order.payment_token,
+        placed_at: OffsetDateTime::now_utc(),
+    };
+    let command = Command::Place(placed.clone());
+    match store
+        .execute(order_id, command, &order_id.to_string())
+        .await
+    {
+        Ok(_) => Ok(placed_response(
+            order_id,
+            platform::telemetry::current_trace_id(),
+        )),
+        Err(StoreError::Rejected(Rejection::AlreadyExists)) => repeat(store, &placed).await,
+        Err(error @ (StoreError::Unavailable(_) | StoreError::Contended)) => Err(
+            Problem::unavailable(format!("the order was not taken: {error}")),
+        ),
+        Err(error) => Err(Problem::unavailable(format!(
+            "the order was not taken: {error}"
+        ))),
+    }
+}
+
+/// A repeated `Idempotency-Key`: the same order again gets the first
+/// answer; a different order under the same key is refused.
+async fn repeat(
+    store: &EventStore,
+    placed: &OrderPlaced,
+) -> Result<axum::response::Response, Problem> {
+    let loaded = store
+        .load(placed.order_id)
+        .await
+        .map_err(|e| Problem::unavailable(e.to_string()))?;
+    let first = loaded.history.first();
+    match first.map(|r| &r.event) {
+        Some(events::Event::OrderPlaced(original))
+            if original.customer_email == placed.customer_email
+                && original.items == placed.items
+                && original.payment_token == placed.payment_token =>
+        {
+            let trace_id = first.and_then(|r| r.trace_id.clone()).unwrap_or_default();
+            Ok(placed_response(placed.order_id, trace_id))
+        }
+        _ => Err(Problem::conflict(
+            "this Idempotency-Key was already used for an order with a different body",
+        )),
+    }
+}
+
+/// Checks the content type and turns the body into a valid order.
+fn parse_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<NewOrder, Problem> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence != "application/json"
+        && !(essence.starts_with("application/") && essence.ends_with("+json"))
+    {
+        let shown = if content_type.is_empty() {
+            "(none)"
+        } else {
+            content_type
+        };
+        return Err(Problem::unsupported_media_type(shown));
+    }
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::too_large(MAX_BODY_BYTES)
+        } else {
+            Problem::bad_request(rejection.body_text(), vec![])
+        }
+    })?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Problem::bad_request(
+            "the body is empty",
+            request::required_fields(),
+        ));
+    }
+    let value: Value = serde_json::from_slice(&body).map_err(|e| {
+        Problem::bad_request(
+            format!("the body is not valid JSON: {e}"),
+            vec![FieldError::new(
+                "",
+                format!("malformed JSON at line {}, column {}", e.line(), e.column()),
+            )],
+        )
+    })?;
+    NewOrder::parse(&value).map_err(Problem::invalid)
+}
+
+/// Reads the optional `Idempotency-Key` header.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Problem> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(key) if !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY_LEN => Ok(Some(key)),
+        _ => Err(Problem::bad_request(
+            "invalid Idempotency-Key",
+            vec![FieldError::new(
+                "Idempotency-Key",
+                format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
+            )],
+        )),
+    }
+}
+
+fn parse_id(id: &str) -> Result<OrderId, Problem> {
+    id.parse()
+        .map_err(|_| Problem::not_found(format!("there is no order `{id}`")))
+}
+
+/// `GET /orders/{id}`: the read model.
+async fn get_order(
+    State(order): State<Arc<Order>>,
+    Path(id): Path<String>,
+) -> Result<Json<view::OrderView>, Problem> {
+    let order_id = parse_id(&id)?;
+    let (_, views) = ready(&order)?;
+    match view::get(views, order_id).await {
+        Ok(Some(view)) => Ok(Json(view)),
+        Ok(None) => Err(Problem::not_found(format!(
+            "there is no order `{order_id}`"
+        ))),
+        Err(error) => Err(Problem::unavailable(format!(
+            "cannot read orders: {error:#}"
+        ))),
+    }
+}
+
+/// One entry of an order's history.
+#[derive(Debug, Serialize)]
+struct HistoryEntry {
+    sequence: u64,
+    id: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    subject: String,
+    #[serde(with = "time::serde::rfc3339")]
+    time: OffsetDateTime,
+    trace_id: Option<String>,
+    data: Value,
+}
+
+#[derive(Debug, Serialize)]
+struct History {
+    order_id: OrderId,
+    events: Vec<HistoryEntry>,
+}
+
+/// `GET /orders/{id}/events`: the audit log, straight from the event store.
+async fn get_events(
+    State(order): State<Arc<Order>>,
+    Path(id): Path<String>,
+) -> Result<Json<History>, Problem> {
+    let order_id = parse_id(&id)?;
+    let (store, _) = ready(&order)?;
+    let loaded = store
+        .load(order_id)
+        .await
+        .map_err(|e| Problem::unavailable(format!("cannot read the event store: {e}")))?;
+    if loaded.history.is_empty() {
+        return Err(Problem::not_found(format!(
+            "there is no order `{order_id}`"
+        )));
+    }
+    let events = loaded
+        .history
+        .into_iter()
+        .map(|r| HistoryEntry {
+            sequence: r.sequence,
+            id: r.envelope.id.to_string(),
+            kind: r.envelope.kind.ce_type(),
+            subject: r.subject,
+            time: r.envelope.time,
+            trace_id: r.trace_id,
+            data: serde_json::from_slice(&r.event.to_json()).unwrap_or(Value::Null),
+        })
+        .collect();
+    Ok(Json(History { order_id, events }))
+}
