@@ -21,8 +21,10 @@
 # `build-<name>-ui.sh --stamp` says it can (it prints a suffix for the stamp,
 # so a changed UI pin rebuilds the tool); otherwise it falls back to
 # `go install` with a warning (APIs work, no UI). Mailpit's UI is bundled from
-# npm packages pinned in tools/mailpit/ui/ (needs node + npm); Jaeger's comes
-# prebuilt from tools/jaeger/ui/ (jaeger-ui is on no package registry).
+# npm packages pinned in tools/mailpit/ui/ (needs node + npm). Jaeger's UI
+# (jaeger-ui) is published on no package registry this project may use, so a
+# natively installed Jaeger serves its query API with a placeholder page; the
+# compose image has the full UI.
 #
 # To bump a tool: cd tools/<name> && go get -tool <pkg>@<new version> && go mod tidy
 set -euo pipefail
