@@ -40,3 +40,8 @@ fmt: ## format the code
 
 clean-stack: ## delete the native stack's state (JetStream store, logs) in .stack/
 	rm -rf .stack
+
+.PHONY: bench
+bench: tools ## release build, then the benchmark suite (~10 min): bench/results/latest.json
+	$(CARGO) build --release --workspace --bins
+	$(CARGO) run --release -p bench -- suite

@@ -28,6 +28,12 @@ use tokio::process::{Child, Command};
 /// The four services, in the order of the flow.
 pub const SERVICES: [&str; 4] = ["order", "payment", "shipping", "email"];
 
+/// Mailpit's settings, the same as its `environment:` in compose: keep every
+/// message (the tests count them, and a long demo should not lose its first
+/// emails), and allow SMTP fault injection through its chaos API
+/// (`PUT /api/v1/chaos`), a switch a person can flip while the system runs.
+pub const MAILPIT_ENV: [(&str, &str); 2] = [("MP_MAX_MESSAGES", "0"), ("MP_ENABLE_CHAOS", "true")];
+
 /// Every port the stack listens on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ports {
@@ -280,10 +286,7 @@ impl Stack {
             .arg(format!("127.0.0.1:{}", p.mailpit_ui))
             .arg("--smtp")
             .arg(format!("127.0.0.1:{}", p.mailpit_smtp))
-            // Keep every message: the tests count them, and a long demo
-            // should not lose its first emails.
-            .arg("--max")
-            .arg("0");
+            .envs(MAILPIT_ENV);
         self.spawn("mailpit", mailpit)?;
 
         let health = format!("http://127.0.0.1:{}/status", p.jaeger_health);

@@ -55,5 +55,15 @@ pub const DEAD_LETTERS: StreamDef = StreamDef {
     producer: "any",
 };
 
+/// Dead letters sent back for another try, to one consumer only, as
+/// `replay.<consumer>.<original subject>`. Every consumer also reads its own
+/// slice of this stream, so a replay reaches the consumer that gave up and no
+/// other, and the event streams stay an untouched record of what happened.
+pub const REPLAYS: StreamDef = StreamDef {
+    name: "REPLAYS",
+    prefix: "replay",
+    producer: "ops",
+};
+
 /// Every event stream, in the order of the flow.
 pub const ALL: [StreamDef; 4] = [ORDERS, PAYMENTS, SHIPPING, EMAILS];

@@ -62,7 +62,7 @@ pub struct ConsumerSpec {
     pub stream: &'static StreamDef,
     /// The durable consumer's name; the broker remembers its position under
     /// this name while the service is down.
-    pub durable: &'static str,
+    pub durable: String,
     /// Subject filters, such as `orders.*.placed`.
     pub filter_subjects: Vec<String>,
     /// How many messages this consumer handles at once.
@@ -110,9 +110,41 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, delivery: Delivery) -> impl Future<Output = Result<(), HandlerError>> + Send;
 }
 
-/// Runs the consumer until `shutdown` is cancelled, recovering from broker
-/// outages on its own.
+impl ConsumerSpec {
+    /// The consumer of this consumer's replays: dead letters an operator
+    /// sent back to it (`replay.<durable>.>`), handled the same way.
+    pub fn replays(&self) -> ConsumerSpec {
+        ConsumerSpec {
+            stream: &streams::REPLAYS,
+            durable: format!("{}-replay", self.durable),
+            filter_subjects: vec![replay_filter(&self.durable)],
+            concurrency: 1,
+        }
+    }
+}
+
+/// The subjects of the replays meant for one consumer.
+pub fn replay_filter(durable: &str) -> String {
+    format!("{}.{durable}.>", streams::REPLAYS.prefix)
+}
+
+/// Runs the consumer, and the consumer of its replays, until `shutdown` is
+/// cancelled, recovering from broker outages on their own.
 pub async fn run<H: Handler>(
+    bus: Bus,
+    spec: ConsumerSpec,
+    handler: Arc<H>,
+    spans: ConsumerSpans,
+    shutdown: CancellationToken,
+) {
+    let replays = spec.replays();
+    tokio::join!(
+        run_one(bus.clone(), spec, handler.clone(), spans, shutdown.clone()),
+        run_one(bus, replays, handler, spans, shutdown),
+    );
+}
+
+async fn run_one<H: Handler>(
     bus: Bus,
     spec: ConsumerSpec,
     handler: Arc<H>,
@@ -135,13 +167,13 @@ pub async fn run<H: Handler>(
             }
         }
     }
-    tracing::info!(consumer = spec.durable, "consumer drained");
+    tracing::info!(consumer = %spec.durable, "consumer drained");
 }
 
 /// The pull consumer's configuration.
 fn consumer_config(spec: &ConsumerSpec) -> pull::Config {
     pull::Config {
-        durable_name: Some(spec.durable.to_owned()),
+        durable_name: Some(spec.durable.clone()),
         filter_subjects: spec.filter_subjects.clone(),
         deliver_policy: DeliverPolicy::All,
         ack_policy: AckPolicy::Explicit,
@@ -164,7 +196,7 @@ async fn consume<H: Handler>(
 ) -> anyhow::Result<()> {
     let stream = bus.jetstream().get_stream(spec.stream.name).await?;
     let consumer: PullConsumer = stream
-        .get_or_create_consumer(spec.durable, consumer_config(spec))
+        .get_or_create_consumer(&spec.durable, consumer_config(spec))
         .await?;
     let batch = spec.concurrency.max(1);
     let mut messages = consumer
@@ -197,9 +229,9 @@ async fn consume<H: Handler>(
             Some(Ok(message)) => {
                 let bus = bus.clone();
                 let handler = handler.clone();
-                let durable = spec.durable;
+                let durable = spec.durable.clone();
                 tasks.spawn(async move {
-                    handle_message(&bus, durable, &*handler, spans, message).await;
+                    handle_message(&bus, &durable, &*handler, spans, message).await;
                     drop(permit);
                 });
             }
@@ -216,7 +248,7 @@ async fn consume<H: Handler>(
 
 async fn handle_message<H: Handler>(
     bus: &Bus,
-    durable: &'static str,
+    durable: &str,
     handler: &H,
     spans: ConsumerSpans,
     message: async_nats::jetstream::Message,
@@ -292,7 +324,7 @@ async fn handle_message<H: Handler>(
 /// Acks, naks or dead-letters a message according to the verdict.
 async fn settle(
     bus: &Bus,
-    durable: &'static str,
+    durable: &str,
     message: &async_nats::jetstream::Message,
     delivered: i64,
     verdict: Result<(), HandlerError>,
@@ -362,7 +394,7 @@ pub mod dead_letter_headers {
 /// `deadletter.<service>.<original subject>` with the reason beside it.
 async fn dead_letter(
     bus: &Bus,
-    durable: &'static str,
+    durable: &str,
     message: &async_nats::jetstream::Message,
     delivered: i64,
     reason: &str,

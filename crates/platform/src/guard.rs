@@ -72,3 +72,109 @@ pub async fn record<T: Serialize>(
     let bytes = serde_json::to_vec(value).unwrap_or_default();
     store.create(key, bytes.into()).await.map(|_| ())
 }
+
+/// The record of an effect that cannot be undone or deduplicated downstream
+/// (an email): first claimed, then marked done.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Effect<T> {
+    /// A handler is carrying the effect out. `holder` names the process and
+    /// `at` (Unix milliseconds) when it claimed it, so a claim left by a
+    /// crashed process can be taken over once it is older than the TTL.
+    Claimed { holder: String, at: u64 },
+    /// The effect happened.
+    Done(T),
+}
+
+/// What [`claim`] found.
+#[derive(Debug)]
+pub enum Claim<T> {
+    /// The effect happened before; here is its record.
+    Done(T),
+    /// We hold the claim (at this KV revision): carry the effect out, then
+    /// call [`complete`].
+    Granted(u64),
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Claims the effect named `key` for `holder`. Fails transiently (so the
+/// message comes back later) while someone else holds a fresh claim, and
+/// takes over a claim older than `ttl`, whose holder must have died.
+pub async fn claim<T: Serialize + DeserializeOwned>(
+    store: &kv::Store,
+    key: &str,
+    holder: &str,
+    ttl: std::time::Duration,
+) -> Result<Claim<T>, HandlerError> {
+    let transient = |e: &dyn std::fmt::Display| HandlerError::Transient(anyhow::anyhow!("{e}"));
+    let mine = serde_json::to_vec(&Effect::<T>::Claimed {
+        holder: holder.to_owned(),
+        at: now_ms(),
+    })
+    .map_err(|e| HandlerError::Permanent(e.into()))?;
+    let entry = store.entry(key).await.map_err(|e| transient(&e))?;
+    let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+        return match store.create(key, mine.into()).await {
+            Ok(revision) => Ok(Claim::Granted(revision)),
+            Err(e) => Err(transient(&format!("claiming `{key}`: {e}"))),
+        };
+    };
+    match serde_json::from_slice::<Effect<T>>(&entry.value) {
+        Ok(Effect::Done(record)) => Ok(Claim::Done(record)),
+        Ok(Effect::Claimed { holder: other, at })
+            if now_ms().saturating_sub(at) < u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX) =>
+        {
+            Err(transient(&format!(
+                "`{key}` is being handled by {other}; trying again later"
+            )))
+        }
+        // A stale claim, or a record we cannot read: take it over, unless
+        // someone else does so first.
+        _ => match store.update(key, mine.into(), entry.revision).await {
+            Ok(revision) => Ok(Claim::Granted(revision)),
+            Err(e) => Err(transient(&format!("taking over `{key}`: {e}"))),
+        },
+    }
+}
+
+/// Marks a claimed effect as done. Retries for a while, because the effect
+/// has happened and forgetting it would repeat it on redelivery.
+pub async fn complete<T: Serialize>(
+    store: &kv::Store,
+    key: &str,
+    record: &T,
+) -> Result<(), HandlerError> {
+    let bytes: bytes::Bytes = serde_json::to_vec(&Effect::Done(record))
+        .map_err(|e| HandlerError::Permanent(e.into()))?
+        .into();
+    let mut delay = std::time::Duration::from_millis(100);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match store.put(key, bytes.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(error) if tokio::time::Instant::now() >= deadline => {
+                return Err(HandlerError::Transient(error.into()));
+            }
+            Err(error) => {
+                tracing::warn!(%error, key, "recording a done effect failed, retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// Gives a claim back after the effect failed, so the next try need not
+/// wait for the claim to expire. Best effort: an expired claim is taken over
+/// anyway.
+pub async fn release(store: &kv::Store, key: &str, revision: u64) {
+    if let Err(error) = store.delete_expect_revision(key, Some(revision)).await {
+        tracing::debug!(%error, key, "could not release claim; it will expire");
+    }
+}

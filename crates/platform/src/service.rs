@@ -15,6 +15,11 @@ use crate::bus::Bus;
 use crate::config::Settings;
 use crate::{health, shutdown, telemetry};
 
+/// How long a service may take to drain after SIGTERM before it exits anyway.
+/// Shorter than compose's `stop_grace_period` (30 s), so the spans of the
+/// drain are flushed before the container is killed.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
+
 /// Runs a service's `run` function as the process's main.
 pub async fn main<F, Fut>(service: &'static str, default_port: u16, run: F) -> ExitCode
 where
@@ -54,7 +59,22 @@ where
     };
     let shutdown = shutdown::on_signal();
     tracing::info!(http_addr = %settings.http_addr, nats_url = %settings.nats_url, "starting {service}");
-    let result = run(settings, shutdown).await;
+    let deadline = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(DRAIN_DEADLINE).await;
+        }
+    };
+    let result = tokio::select! {
+        result = run(settings, shutdown) => result,
+        () = deadline => {
+            // Whatever is still running is abandoned unacked, so the broker
+            // redelivers it to the next instance: late, not lost.
+            tracing::warn!(?DRAIN_DEADLINE, "drain deadline passed, exiting with work in flight");
+            Ok(())
+        }
+    };
     let code = match result {
         Ok(()) => {
             tracing::info!("{service} stopped");
@@ -108,9 +128,10 @@ pub async fn serve_http(
     Ok(())
 }
 
-/// Creates the dead-letter stream and the given event streams.
+/// Creates the dead-letter and replay streams and the given event streams.
 pub async fn ensure_streams(bus: &Bus, defs: &[events::streams::StreamDef]) -> anyhow::Result<()> {
     bus.ensure_stream(&events::streams::DEAD_LETTERS).await?;
+    bus.ensure_stream(&events::streams::REPLAYS).await?;
     for def in defs {
         bus.ensure_stream(def).await?;
     }

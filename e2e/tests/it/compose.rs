@@ -192,6 +192,17 @@ fn infrastructure_matches_the_native_tools_and_ports() {
     );
     assert_eq!(image("jaeger"), "jaegertracing/jaeger:2.13.0");
 
+    let mailpit_env = services["mailpit"]["environment"]
+        .as_mapping()
+        .expect("mailpit environment");
+    for (key, value) in e2e::MAILPIT_ENV {
+        assert_eq!(
+            mailpit_env.get(key).and_then(Value::as_str),
+            Some(value),
+            "mailpit {key}"
+        );
+    }
+
     // Both run the same configuration files.
     let mounts = |name: &str| strings(&services[name]["volumes"]).join(" ");
     assert!(mounts("nats").contains("./deploy/nats.conf"));

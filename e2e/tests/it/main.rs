@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod compose;
+mod faults;
 mod flow;
 mod helpers;
 mod tracing;

@@ -46,6 +46,9 @@ pub struct Email {
     sent: kv::Store,
     smtp: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
+    /// Names this process in the claims it writes.
+    holder: String,
+    local: send::Local,
 }
 
 impl Handler for Email {
@@ -62,7 +65,7 @@ pub fn consumers() -> Vec<ConsumerSpec> {
     vec![
         ConsumerSpec {
             stream: &streams::ORDERS,
-            durable: "email-on-order-events",
+            durable: "email-on-order-events".into(),
             filter_subjects: vec![
                 EventKind::OrderPlaced.subject_filter(),
                 EventKind::OrderCancelled.subject_filter(),
@@ -71,7 +74,7 @@ pub fn consumers() -> Vec<ConsumerSpec> {
         },
         ConsumerSpec {
             stream: &streams::SHIPPING,
-            durable: "email-on-order-shipped",
+            durable: "email-on-order-shipped".into(),
             filter_subjects: vec![EventKind::OrderShipped.subject_filter()],
             concurrency: 16,
         },
@@ -109,6 +112,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             sent,
             smtp,
             from,
+            holder: format!(
+                "email pid {} started {}",
+                std::process::id(),
+                time::OffsetDateTime::now_utc()
+            ),
+            local: send::Local::default(),
         });
         service::consume(&bus, &settings, &shutdown, email, consumers()).await;
     }

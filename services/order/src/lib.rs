@@ -79,7 +79,7 @@ pub fn consumers() -> Vec<ConsumerSpec> {
     vec![
         ConsumerSpec {
             stream: &streams::PAYMENTS,
-            durable: "order-on-payment-outcome",
+            durable: "order-on-payment-outcome".into(),
             filter_subjects: vec![
                 EventKind::PaymentProcessed.subject_filter(),
                 EventKind::PaymentFailed.subject_filter(),
@@ -88,13 +88,13 @@ pub fn consumers() -> Vec<ConsumerSpec> {
         },
         ConsumerSpec {
             stream: &streams::SHIPPING,
-            durable: "order-on-order-shipped",
+            durable: "order-on-order-shipped".into(),
             filter_subjects: vec![EventKind::OrderShipped.subject_filter()],
             concurrency: 32,
         },
         ConsumerSpec {
             stream: &streams::ORDERS,
-            durable: PROJECTION,
+            durable: PROJECTION.into(),
             filter_subjects: vec![streams::ORDERS.subjects()],
             concurrency: 32,
         },

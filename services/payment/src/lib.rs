@@ -48,7 +48,7 @@ impl Handler for Payment {
 pub fn consumers() -> Vec<ConsumerSpec> {
     vec![ConsumerSpec {
         stream: &streams::ORDERS,
-        durable: "payment-on-order-placed",
+        durable: "payment-on-order-placed".into(),
         filter_subjects: vec![EventKind::OrderPlaced.subject_filter()],
         concurrency: 32,
     }]

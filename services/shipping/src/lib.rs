@@ -45,7 +45,7 @@ impl Handler for Shipping {
 pub fn consumers() -> Vec<ConsumerSpec> {
     vec![ConsumerSpec {
         stream: &streams::PAYMENTS,
-        durable: "shipping-on-payment-processed",
+        durable: "shipping-on-payment-processed".into(),
         filter_subjects: vec![EventKind::PaymentProcessed.subject_filter()],
         concurrency: 32,
     }]
