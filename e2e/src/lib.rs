@@ -372,6 +372,10 @@ impl Stack {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // A process group of its own, so that Ctrl-C in the terminal
+            // reaches only the launcher, which then stops the services before
+            // the broker and Jaeger they drain into.
+            .process_group(0)
             .kill_on_drop(true);
         let mut child = command
             .spawn()

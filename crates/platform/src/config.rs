@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `NATS_URL` | `nats://127.0.0.1:4222` | the broker |
 //! | `HTTP_ADDR` | `0.0.0.0:<service port>` | health (and, for `order`, the REST API) |
-//! | `OTEL_EXPORTER_OTLP_ENDPOINT` | `http://127.0.0.1:4318` | OTLP/HTTP collector (Jaeger), read by the exporter itself |
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT` | `http://localhost:4318` | OTLP/HTTP collector (Jaeger), read by the exporter itself |
 //! | `OTEL_SERVICE_NAME` | the binary's name | service name in traces |
 //! | `OTEL_TRACES_SAMPLER` (+`_ARG`) | `parentbased_always_on` | read by the OpenTelemetry SDK itself |
 //! | `RUST_LOG` | `info` | log filter |

@@ -43,8 +43,11 @@ use crate::telemetry;
 /// a slow SMTP server; a handler that takes longer is assumed dead.
 pub const ACK_WAIT: Duration = Duration::from_secs(30);
 
-/// How many times a message is delivered before it is dead-lettered.
-pub const MAX_DELIVER: i64 = 8;
+/// How many times a message is delivered before it is dead-lettered. With
+/// [`nak_delay`] capped at a minute, a dependency may be down for about a
+/// quarter of an hour before its messages go to the dead-letter stream (from
+/// where `deadletters replay` sends them back).
+pub const MAX_DELIVER: i64 = 20;
 
 /// Redelivery delays after an ack timeout. JetStream uses the first entry in
 /// place of `ack_wait`, so it must not be shorter than a slow handling.
@@ -356,12 +359,14 @@ async fn settle(
                 HandlerError::Permanent(error) => format!("{error:#}"),
             };
             tracing::error!(%reason, "dead-lettering message");
-            if let Err(error) = dead_letter(bus, durable, message, delivered, &reason).await {
-                // Not terminated: the broker redelivers it, and the
-                // dead-lettering is tried again then.
+            if let Err(error) =
+                dead_letter_with_retries(bus, durable, message, delivered, &reason).await
+            {
+                // Not terminated: unless this was the last delivery, the
+                // broker redelivers it and the dead-lettering is tried again.
                 tracing::error!(
                     error = format!("{error:#}"),
-                    "dead-lettering failed, leaving message for redelivery"
+                    "dead-lettering failed, leaving the message unacked"
                 );
                 return;
             }
@@ -374,10 +379,10 @@ async fn settle(
     }
 }
 
-/// Delay before a nak'ed message comes back: 0.5 s doubling up to 30 s.
+/// Delay before a nak'ed message comes back: 0.5 s doubling up to a minute.
 pub fn nak_delay(delivered: i64) -> Duration {
-    let exponent = u32::try_from(delivered.clamp(1, 7) - 1).unwrap_or(0);
-    Duration::from_millis(500 * 2u64.pow(exponent)).min(Duration::from_secs(30))
+    let exponent = u32::try_from(delivered.clamp(1, 8) - 1).unwrap_or(0);
+    Duration::from_millis(500 * 2u64.pow(exponent)).min(Duration::from_secs(60))
 }
 
 /// Header names on a dead letter.
@@ -388,6 +393,33 @@ pub mod dead_letter_headers {
     pub const REASON: &str = "Deadletter-Reason";
     pub const DELIVERIES: &str = "Deadletter-Deliveries";
     pub const STREAM_SEQUENCE: &str = "Deadletter-Stream-Sequence";
+}
+
+/// Dead-letters a message, retrying for a while: on its last delivery the
+/// broker will not hand the message out again, so this is its last chance.
+async fn dead_letter_with_retries(
+    bus: &Bus,
+    durable: &str,
+    message: &async_nats::jetstream::Message,
+    delivered: i64,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let mut attempt = 0;
+    loop {
+        match dead_letter(bus, durable, message, delivered, reason).await {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt >= 10 => return Err(error),
+            Err(error) => {
+                attempt += 1;
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    attempt,
+                    "dead-lettering failed, retrying"
+                );
+                tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+            }
+        }
+    }
 }
 
 /// Copies a message, headers and payload unchanged, to
@@ -452,7 +484,9 @@ mod tests {
         assert_eq!(nak_delay(1), Duration::from_millis(500));
         assert_eq!(nak_delay(2), Duration::from_secs(1));
         assert_eq!(nak_delay(3), Duration::from_secs(2));
-        assert_eq!(nak_delay(100), Duration::from_secs(30));
+        assert_eq!(nak_delay(100), Duration::from_secs(60));
+        let patience: Duration = (1..MAX_DELIVER).map(nak_delay).sum();
+        assert!(patience > Duration::from_secs(600), "{patience:?}");
         assert!(nak_delay(0) > Duration::ZERO);
     }
 

@@ -418,3 +418,167 @@ async fn flaky_smtp_delays_emails_but_never_loses_or_doubles_them() {
     set_chaos(0).await.expect("chaos healed");
     assert_nothing_lost_or_doubled(&app, &accepted).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn poison_events_are_dead_lettered_and_the_flow_goes_on() {
+    let app = spawn_app().await;
+    let client = async_nats::connect(app.stack.nats_url())
+        .await
+        .expect("connect");
+    let js = async_nats::jetstream::new(client);
+
+    // Two events no consumer can handle, published by hand onto a consumed
+    // subject: a known type with a broken payload, and an unknown type.
+    let poison = |ce_type: &str, id: &str| {
+        let mut headers = async_nats::HeaderMap::new();
+        for (name, value) in [
+            ("ce-id", uuid::Uuid::new_v4().to_string()),
+            ("ce-type", ce_type.to_owned()),
+            ("ce-source", "intruder".to_owned()),
+            ("ce-specversion", "1.0".to_owned()),
+            ("ce-time", "2026-01-01T00:00:00Z".to_owned()),
+            ("ce-subject", id.to_owned()),
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned(),
+            ),
+        ] {
+            headers.insert(name, value.as_str());
+        }
+        headers
+    };
+    let broken = uuid::Uuid::new_v4().to_string();
+    let unknown = uuid::Uuid::new_v4().to_string();
+    js.publish_with_headers(
+        format!("orders.{broken}.placed"),
+        poison("order.placed.v1", &broken),
+        "{\"order_id\": 42".into(),
+    )
+    .await
+    .expect("published")
+    .await
+    .expect("stored");
+    js.publish_with_headers(
+        format!("orders.{unknown}.placed"),
+        poison("order.exploded.v9", &unknown),
+        "{}".into(),
+    )
+    .await
+    .expect("published")
+    .await
+    .expect("stored");
+
+    // The flow goes on.
+    let email = crate::helpers::customer();
+    let placed = app.place_order(&email, "tok_visa").await;
+    app.wait_for_status(&placed.order_id, "shipped").await;
+    app.wait_for_emails(&email, 2).await;
+
+    // Each consumer of `orders.*.placed` dead-lettered both, with the reason.
+    let letters = wait_for("six dead letters", Duration::from_secs(30), || async {
+        let letters = ops::list(&js).await.ok()?;
+        (letters.len() >= 6).then_some(letters)
+    })
+    .await
+    .expect("dead letters arrive");
+    assert_eq!(letters.len(), 6, "{letters:#?}");
+    for consumer in [
+        "payment-on-order-placed",
+        "email-on-order-events",
+        "order-projection",
+    ] {
+        let of = |id: &str| {
+            letters
+                .iter()
+                .find(|l| l.consumer == consumer && l.subject == format!("orders.{id}.placed"))
+                .unwrap_or_else(|| {
+                    panic!("{consumer} dead-lettered orders.{id}.placed: {letters:#?}")
+                })
+        };
+        assert!(
+            of(&broken).reason.contains("is not valid"),
+            "{:?}",
+            of(&broken).reason
+        );
+        assert!(
+            of(&unknown)
+                .reason
+                .contains("unknown event type `order.exploded.v9`")
+        );
+        assert_eq!(of(&unknown).deliveries, "1", "poison is not retried");
+        assert!(
+            of(&unknown).headers.get("traceparent").is_some(),
+            "trace context travels along"
+        );
+        assert_eq!(
+            of(&unknown).payload.as_ref(),
+            b"{}",
+            "the original payload is kept"
+        );
+    }
+
+    // A replay goes back to the one consumer that gave up, which fails on it
+    // again and says so.
+    let letter = letters
+        .iter()
+        .find(|l| l.consumer == "payment-on-order-placed" && l.subject.contains(&unknown))
+        .expect("payment's letter");
+    let subject = ops::replay(&js, letter).await.expect("replayed");
+    assert_eq!(
+        subject,
+        format!("replay.payment-on-order-placed.orders.{unknown}.placed")
+    );
+    let again = wait_for(
+        "the replay to be dead-lettered again",
+        Duration::from_secs(30),
+        || async {
+            let letters = ops::list(&js).await.ok()?;
+            letters.into_iter().find(|l| l.subject == subject)
+        },
+    )
+    .await
+    .expect("the replayed letter comes back");
+    assert_eq!(again.consumer, "payment-on-order-placed-replay");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broker_down_answers_503_then_recovers() {
+    let mut app = spawn_app().await;
+    app.stack.kill("nats").await.expect("nats down");
+
+    let response = app
+        .post_order(&crate::helpers::order_body(
+            &crate::helpers::customer(),
+            "tok_visa",
+        ))
+        .await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
+    let readyz = format!("http://127.0.0.1:{}/readyz", app.stack.config.ports.order);
+    let not_ready = wait_for(
+        "order to report not ready",
+        Duration::from_secs(10),
+        || async {
+            let response = app.http.get(&readyz).send().await.ok()?;
+            (response.status() == 503).then_some(())
+        },
+    )
+    .await;
+    assert!(not_ready.is_ok(), "/readyz reports the broker outage");
+
+    app.stack.start_nats().await.expect("nats back");
+    for service in e2e::SERVICES {
+        app.stack.wait_ready(service).await.expect("ready again");
+    }
+    let email = crate::helpers::customer();
+    let placed = app.place_order(&email, "tok_visa").await;
+    app.wait_for_status(&placed.order_id, "shipped").await;
+    app.wait_for_emails(&email, 2).await;
+}
