@@ -47,11 +47,17 @@ RUN cargo build --release --locked \
 
 # ---------------------------------------------------------------------------
 # glibc + libgcc + CA certificates, no shell, no package manager.
-# The :nonroot tag runs as uid/gid 65532.
+# The :nonroot tag runs as uid/gid 65532. The binary stays owned by root, so
+# the service cannot rewrite it. No configuration and no credentials are
+# baked in: settings come from the environment and the NATS password from a
+# secret file mounted at run time (NATS_PASSWORD_FILE); .dockerignore keeps
+# deploy/ (and its development secrets) out of the build context altogether.
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 ARG SERVICE
 COPY --from=builder /out/${SERVICE} /usr/local/bin/${SERVICE}
-USER nonroot:nonroot
+# Numeric, so that an orchestrator can verify "runs as non-root" (Kubernetes'
+# runAsNonRoot) without looking the name up in the image.
+USER 65532:65532
 # The services drain in-flight messages and flush traces on SIGTERM.
 STOPSIGNAL SIGTERM
 

@@ -14,7 +14,7 @@ export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
 CARGO ?= cargo
 
-.PHONY: help tools build run test fmt clean-stack
+.PHONY: help tools build run demo-outage test fmt clean-stack
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ build: ## build every crate in release mode
 
 run: tools build ## start NATS, Jaeger, Mailpit and the four services natively
 	$(CARGO) run --release -p e2e --bin stack
+
+demo-outage: tools build ## stop email, place orders, watch JetStream hold them and email catch up
+	$(CARGO) run --release -p e2e --bin demo_outage
 
 test: tools ## formatting, lints, unit + end-to-end tests
 	$(CARGO) fmt --all -- --check

@@ -138,7 +138,7 @@ fn subject(stage: usize, item: &str) -> String {
 /// Builds the chain, pushes `options.items` through it, tears it down.
 pub async fn run(nats_url: &str, options: &Options) -> anyhow::Result<BareResult> {
     anyhow::ensure!(options.stages >= 2, "a chain needs at least two stages");
-    let client = connect(nats_url, "bench-bare-driver").await?;
+    let client = crate::nats::connect(nats_url, "bench-bare-driver").await?;
     let js = jetstream::new(client.clone());
     // Every run starts from empty streams, so nothing from an earlier run
     // arrives in this one.
@@ -154,7 +154,8 @@ pub async fn run(nats_url: &str, options: &Options) -> anyhow::Result<BareResult
     let mut relays = JoinSet::new();
     for stage in 1..last {
         // One connection per relay, as each service has its own.
-        let relay_client = connect(nats_url, &format!("bench-bare-relay-{stage}")).await?;
+        let relay_client =
+            crate::nats::connect(nats_url, &format!("bench-bare-relay-{stage}")).await?;
         let (options, failures) = (options.clone(), failures.clone());
         relays.spawn(relay(relay_client, stage, options, failures));
     }
@@ -394,15 +395,6 @@ async fn recreate_stream(js: &jetstream::Context, stage: usize) -> anyhow::Resul
     .await
     .with_context(|| format!("cannot create stream {name}"))?;
     Ok(())
-}
-
-async fn connect(nats_url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
-    async_nats::ConnectOptions::new()
-        .name(name)
-        .subscription_capacity(1 << 20)
-        .connect(nats_url)
-        .await
-        .with_context(|| format!("cannot connect to NATS at {nats_url}"))
 }
 
 /// A message like the order service's `OrderPlaced`: the same JSON payload

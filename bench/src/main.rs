@@ -11,11 +11,13 @@
 //!   from the release binaries and runs everything above, plus memory
 //!   ([`rss`]) and a backlog catch-up, into `bench/results/latest.json`.
 //!
-//! [`report`] turns measurements into tables, progress bars and JSON.
+//! [`report`] turns measurements into tables, progress bars and JSON;
+//! [`nats`] is how the bench logs in to the broker.
 //! This file only parses arguments.
 
 mod bare_chain;
 mod loadgen;
+mod nats;
 mod report;
 mod rss;
 mod suite;

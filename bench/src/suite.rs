@@ -290,7 +290,7 @@ async fn closed_loop(
 /// Stops the email service, builds a backlog of `2 × orders` email events,
 /// restarts it and measures the catch-up.
 async fn backlog(stack: &mut Stack, target: &Target, orders: u64) -> anyhow::Result<BacklogResult> {
-    let nats = async_nats::connect(&target.nats_url).await?;
+    let nats = crate::nats::connect(&target.nats_url, "bench-backlog").await?;
     let js = jetstream::new(nats);
 
     // SIGTERM: the service drains its in-flight messages and exits.

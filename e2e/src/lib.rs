@@ -11,6 +11,13 @@
 //! ports, a temporary store, logs to files), so the tests exercise exactly
 //! what a person runs. [`Stack::service_env`] is the single description of a
 //! service's configuration, and a test holds `docker-compose.yml` to it.
+//!
+//! NATS requires a login (`deploy/nats.conf`). The stack hands nats-server
+//! every user's password and each service its own, from the
+//! development-only files in `deploy/secrets/` that compose mounts as
+//! secrets. Tests, the load generator and tools log in with
+//! [`Stack::connect_admin`] (full rights) or [`Stack::connect_as`] (one
+//! user's rights), or build their own connection from [`nats_options`].
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -33,6 +40,48 @@ pub const SERVICES: [&str; 4] = ["order", "payment", "shipping", "email"];
 /// emails), and allow SMTP fault injection through its chaos API
 /// (`PUT /api/v1/chaos`), a switch a person can flip while the system runs.
 pub const MAILPIT_ENV: [(&str, &str); 2] = [("MP_MAX_MESSAGES", "0"), ("MP_ENABLE_CHAOS", "true")];
+
+/// Every NATS user `deploy/nats.conf` knows: one per service, `ops` for the
+/// `deadletters` tool and `admin` for tests and the load generator.
+pub const NATS_USERS: [&str; 6] = ["order", "payment", "shipping", "email", "ops", "admin"];
+
+/// The file holding a NATS user's development-only password; compose mounts
+/// the same file as the secret `nats-<user>-password`.
+pub fn nats_password_file(user: &str) -> PathBuf {
+    repo_root()
+        .join("deploy/secrets")
+        .join(format!("dev-nats-{user}-password.txt"))
+}
+
+/// A NATS user's development credentials.
+pub fn nats_credentials(user: &str) -> anyhow::Result<platform::config::NatsAuth> {
+    let path = nats_password_file(user);
+    Ok(platform::config::NatsAuth {
+        user: user.to_owned(),
+        password: platform::config::read_password_file(&path.to_string_lossy())?,
+    })
+}
+
+/// Connection options that log in as `user` with its development password,
+/// replies under its own inbox prefix: how tests and the load generator
+/// connect (`nats_options("admin")?.connect(url)`).
+pub fn nats_options(user: &str) -> anyhow::Result<async_nats::ConnectOptions> {
+    let auth = nats_credentials(user)?;
+    Ok(platform::bus::connect_options(Some(&auth)).name(format!("{user} (e2e)")))
+}
+
+/// The environment nats-server needs: `NATS_<USER>_PASSWORD` for every user,
+/// which `deploy/nats.conf` refers to (compose's `deploy/nats-entrypoint.sh`
+/// does the same from the secrets).
+pub fn nats_server_env() -> anyhow::Result<Vec<(String, String)>> {
+    NATS_USERS
+        .iter()
+        .map(|user| {
+            let var = format!("NATS_{}_PASSWORD", user.to_uppercase());
+            Ok((var, nats_credentials(user)?.password))
+        })
+        .collect()
+}
 
 /// Every port the stack listens on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,6 +263,13 @@ pub fn service_env(config: &StackConfig, name: &str) -> BTreeMap<&'static str, S
     let mut env = BTreeMap::from([
         ("HTTP_ADDR", format!("127.0.0.1:{}", p.service(name))),
         ("NATS_URL", format!("nats://127.0.0.1:{}", p.nats)),
+        // Each service logs in as its own NATS user; compose mounts the same
+        // password file as a secret.
+        ("NATS_USER", name.to_owned()),
+        (
+            "NATS_PASSWORD_FILE",
+            nats_password_file(name).display().to_string(),
+        ),
         (
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             format!("http://127.0.0.1:{}", p.jaeger_otlp_http),
@@ -308,7 +364,8 @@ impl Stack {
             .args(["-p", &p.nats.to_string()])
             .args(["-m", &p.nats_monitor.to_string()])
             .arg("-sd")
-            .arg(store);
+            .arg(store)
+            .envs(nats_server_env()?);
         self.spawn("nats", nats)?;
         let health = format!(
             "http://127.0.0.1:{}/healthz?js-enabled-only=true",
@@ -497,6 +554,21 @@ impl Stack {
 
     pub fn nats_url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.config.ports.nats)
+    }
+
+    /// A connection logged in as one of [`NATS_USERS`], with exactly that
+    /// user's rights.
+    pub async fn connect_as(&self, user: &str) -> anyhow::Result<async_nats::Client> {
+        nats_options(user)?
+            .connect(self.nats_url())
+            .await
+            .with_context(|| format!("cannot connect to NATS as `{user}`"))
+    }
+
+    /// A connection with full rights, for reading JetStream state and for
+    /// publishing what no service may (forged events in fault tests).
+    pub async fn connect_admin(&self) -> anyhow::Result<async_nats::Client> {
+        self.connect_as("admin").await
     }
 
     pub fn nats_monitor_url(&self) -> String {

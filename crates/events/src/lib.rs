@@ -128,16 +128,21 @@ pub struct OrderPaid {
 }
 
 /// The order service recorded the shipment of an order. Published by `order`.
+/// The shipping email follows this event rather than shipping's own
+/// `OrderShipped`, so the customer hears "shipped" only for an order whose
+/// history says so (never for one cancelled in the meantime).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderFulfilled {
     pub order_id: OrderId,
+    pub customer_email: String,
     pub tracking_number: String,
     #[serde(with = "time::serde::rfc3339")]
     pub shipped_at: OffsetDateTime,
 }
 
-/// The order was cancelled (today: because its payment was declined).
-/// Published by `order`.
+/// The order was cancelled, by the customer or because its payment was
+/// declined. Published by `order`; payment refunds and shipping recalls in
+/// answer (the saga's compensation).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderCancelled {
     pub order_id: OrderId,
@@ -145,6 +150,17 @@ pub struct OrderCancelled {
     pub reason: String,
     #[serde(with = "time::serde::rfc3339")]
     pub cancelled_at: OffsetDateTime,
+}
+
+/// The order service recorded a refund of a cancelled order. Published by
+/// `order`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderRefunded {
+    pub order_id: OrderId,
+    pub refund_id: String,
+    pub amount_cents: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub refunded_at: OffsetDateTime,
 }
 
 /// The gateway charged the customer. Published by `payment`.
@@ -171,6 +187,18 @@ pub struct PaymentFailed {
     pub failed_at: OffsetDateTime,
 }
 
+/// The charge of a cancelled order was refunded. Published by `payment`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRefunded {
+    pub order_id: OrderId,
+    pub refund_id: String,
+    pub payment_id: String,
+    pub customer_email: String,
+    pub amount_cents: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub refunded_at: OffsetDateTime,
+}
+
 /// A shipment was scheduled for a paid order. Published by `shipping`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderShipped {
@@ -181,6 +209,16 @@ pub struct OrderShipped {
     pub shipped_at: OffsetDateTime,
 }
 
+/// A scheduled shipment was called back because its order was cancelled.
+/// Published by `shipping`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipmentCancelled {
+    pub order_id: OrderId,
+    pub tracking_number: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub cancelled_at: OffsetDateTime,
+}
+
 /// Which email the customer got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -188,6 +226,7 @@ pub enum EmailKind {
     OrderConfirmation,
     OrderCancelled,
     OrderShipped,
+    PaymentRefunded,
 }
 
 impl EmailKind {
@@ -196,6 +235,7 @@ impl EmailKind {
             Self::OrderConfirmation => "order_confirmation",
             Self::OrderCancelled => "order_cancelled",
             Self::OrderShipped => "order_shipped",
+            Self::PaymentRefunded => "payment_refunded",
         }
     }
 }
@@ -218,9 +258,12 @@ pub enum Event {
     OrderPaid(OrderPaid),
     OrderFulfilled(OrderFulfilled),
     OrderCancelled(OrderCancelled),
+    OrderRefunded(OrderRefunded),
     PaymentProcessed(PaymentProcessed),
     PaymentFailed(PaymentFailed),
+    PaymentRefunded(PaymentRefunded),
     OrderShipped(OrderShipped),
+    ShipmentCancelled(ShipmentCancelled),
     EmailSent(EmailSent),
 }
 
@@ -231,22 +274,28 @@ pub enum EventKind {
     OrderPaid,
     OrderFulfilled,
     OrderCancelled,
+    OrderRefunded,
     PaymentProcessed,
     PaymentFailed,
+    PaymentRefunded,
     OrderShipped,
+    ShipmentCancelled,
     EmailSent,
 }
 
 impl EventKind {
     /// Every kind, for catalogues and tests.
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 11] = [
         Self::OrderPlaced,
         Self::OrderPaid,
         Self::OrderFulfilled,
         Self::OrderCancelled,
+        Self::OrderRefunded,
         Self::PaymentProcessed,
         Self::PaymentFailed,
+        Self::PaymentRefunded,
         Self::OrderShipped,
+        Self::ShipmentCancelled,
         Self::EmailSent,
     ];
 
@@ -258,9 +307,12 @@ impl EventKind {
             Self::OrderPaid => "order.paid.v1",
             Self::OrderFulfilled => "order.fulfilled.v1",
             Self::OrderCancelled => "order.cancelled.v1",
+            Self::OrderRefunded => "order.refunded.v1",
             Self::PaymentProcessed => "payment.processed.v1",
             Self::PaymentFailed => "payment.failed.v1",
+            Self::PaymentRefunded => "payment.refunded.v1",
             Self::OrderShipped => "shipping.shipped.v1",
+            Self::ShipmentCancelled => "shipping.cancelled.v1",
             Self::EmailSent => "email.sent.v1",
         }
     }
@@ -273,11 +325,15 @@ impl EventKind {
     /// The stream this kind of event lives in.
     pub fn stream(&self) -> &'static streams::StreamDef {
         match self {
-            Self::OrderPlaced | Self::OrderPaid | Self::OrderFulfilled | Self::OrderCancelled => {
-                &streams::ORDERS
+            Self::OrderPlaced
+            | Self::OrderPaid
+            | Self::OrderFulfilled
+            | Self::OrderCancelled
+            | Self::OrderRefunded => &streams::ORDERS,
+            Self::PaymentProcessed | Self::PaymentFailed | Self::PaymentRefunded => {
+                &streams::PAYMENTS
             }
-            Self::PaymentProcessed | Self::PaymentFailed => &streams::PAYMENTS,
-            Self::OrderShipped => &streams::SHIPPING,
+            Self::OrderShipped | Self::ShipmentCancelled => &streams::SHIPPING,
             Self::EmailSent => &streams::EMAILS,
         }
     }
@@ -289,9 +345,12 @@ impl EventKind {
             Self::OrderPaid => "paid",
             Self::OrderFulfilled => "fulfilled",
             Self::OrderCancelled => "cancelled",
+            Self::OrderRefunded => "refunded",
             Self::PaymentProcessed => "processed",
             Self::PaymentFailed => "failed",
+            Self::PaymentRefunded => "refunded",
             Self::OrderShipped => "shipped",
+            Self::ShipmentCancelled => "cancelled",
             Self::EmailSent => "sent",
         }
     }
@@ -327,6 +386,9 @@ impl Event {
             Self::OrderPaid(_) => EventKind::OrderPaid,
             Self::OrderFulfilled(_) => EventKind::OrderFulfilled,
             Self::OrderCancelled(_) => EventKind::OrderCancelled,
+            Self::OrderRefunded(_) => EventKind::OrderRefunded,
+            Self::PaymentRefunded(_) => EventKind::PaymentRefunded,
+            Self::ShipmentCancelled(_) => EventKind::ShipmentCancelled,
             Self::PaymentProcessed(_) => EventKind::PaymentProcessed,
             Self::PaymentFailed(_) => EventKind::PaymentFailed,
             Self::OrderShipped(_) => EventKind::OrderShipped,
@@ -340,6 +402,9 @@ impl Event {
             Self::OrderPaid(e) => e.order_id,
             Self::OrderFulfilled(e) => e.order_id,
             Self::OrderCancelled(e) => e.order_id,
+            Self::OrderRefunded(e) => e.order_id,
+            Self::PaymentRefunded(e) => e.order_id,
+            Self::ShipmentCancelled(e) => e.order_id,
             Self::PaymentProcessed(e) => e.order_id,
             Self::PaymentFailed(e) => e.order_id,
             Self::OrderShipped(e) => e.order_id,
@@ -361,6 +426,9 @@ impl Event {
             Self::OrderPaid(e) => serde_json::to_vec(e),
             Self::OrderFulfilled(e) => serde_json::to_vec(e),
             Self::OrderCancelled(e) => serde_json::to_vec(e),
+            Self::OrderRefunded(e) => serde_json::to_vec(e),
+            Self::PaymentRefunded(e) => serde_json::to_vec(e),
+            Self::ShipmentCancelled(e) => serde_json::to_vec(e),
             Self::PaymentProcessed(e) => serde_json::to_vec(e),
             Self::PaymentFailed(e) => serde_json::to_vec(e),
             Self::OrderShipped(e) => serde_json::to_vec(e),
@@ -376,6 +444,11 @@ impl Event {
             EventKind::OrderPaid => Self::OrderPaid(serde_json::from_slice(payload)?),
             EventKind::OrderFulfilled => Self::OrderFulfilled(serde_json::from_slice(payload)?),
             EventKind::OrderCancelled => Self::OrderCancelled(serde_json::from_slice(payload)?),
+            EventKind::OrderRefunded => Self::OrderRefunded(serde_json::from_slice(payload)?),
+            EventKind::PaymentRefunded => Self::PaymentRefunded(serde_json::from_slice(payload)?),
+            EventKind::ShipmentCancelled => {
+                Self::ShipmentCancelled(serde_json::from_slice(payload)?)
+            }
             EventKind::PaymentProcessed => Self::PaymentProcessed(serde_json::from_slice(payload)?),
             EventKind::PaymentFailed => Self::PaymentFailed(serde_json::from_slice(payload)?),
             EventKind::OrderShipped => Self::OrderShipped(serde_json::from_slice(payload)?),

@@ -1,4 +1,5 @@
-//! Operator tools for the dead-letter stream.
+//! Operator tools: the dead-letter stream, and rebuilding the read model
+//! ([`views`]).
 //!
 //! A consumer that cannot handle a message (undecodable, unknown type, or
 //! out of deliveries) copies it to `deadletter.<service>.<original subject>`
@@ -7,6 +8,8 @@
 //! `replay.<consumer>.<original subject>`, which only the consumer that gave
 //! up reads, so a fixed bug or a healed dependency gets a second chance
 //! without touching the event streams or the other consumers.
+
+pub mod views;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream::DirectGetErrorKind};

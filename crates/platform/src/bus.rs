@@ -15,7 +15,7 @@ use events::streams::StreamDef;
 use events::{Envelope, Event};
 use tracing::Instrument as _;
 
-use crate::config::Settings;
+use crate::config::{NatsAuth, Settings};
 use crate::telemetry;
 
 /// How long a JetStream request (a publish ack, a KV read) may take before
@@ -42,6 +42,19 @@ pub enum PublishError {
     Unavailable(#[source] async_nats::jetstream::context::PublishError),
 }
 
+/// Connection options that log in as `auth` (anonymously for `None`), with
+/// replies under the user's own inbox prefix. The services and the
+/// `deadletters` tool connect through this.
+pub fn connect_options(auth: Option<&NatsAuth>) -> async_nats::ConnectOptions {
+    let options = async_nats::ConnectOptions::new();
+    match auth {
+        Some(auth) => options
+            .user_and_password(auth.user.clone(), auth.password.clone())
+            .custom_inbox_prefix(auth.inbox_prefix()),
+        None => options,
+    }
+}
+
 /// A JetStream connection shared by a service's tasks. Cheap to clone.
 #[derive(Clone)]
 pub struct Bus {
@@ -54,8 +67,14 @@ impl Bus {
     /// Connects to NATS. The first connection is retried in the background, so
     /// a service started before the broker comes up instead of crashing, and
     /// `/readyz` reports when it is connected.
+    ///
+    /// With credentials (`NATS_USER`), it logs in as that user and takes its
+    /// replies under the user's own inbox prefix, the only one
+    /// `deploy/nats.conf` lets it subscribe to. A refused login is retried
+    /// like an absent broker, and shows in the log as an authorization
+    /// violation.
     pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
-        let client = async_nats::ConnectOptions::new()
+        let client = connect_options(settings.nats_auth.as_ref())
             .name(settings.service)
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(2))

@@ -174,7 +174,7 @@ async fn run_one<H: Handler>(
 }
 
 /// The pull consumer's configuration.
-fn consumer_config(spec: &ConsumerSpec) -> pull::Config {
+pub fn consumer_config(spec: &ConsumerSpec) -> pull::Config {
     pull::Config {
         durable_name: Some(spec.durable.clone()),
         filter_subjects: spec.filter_subjects.clone(),

@@ -198,9 +198,7 @@ async fn assert_nothing_lost_or_doubled(app: &TestApp, accepted: &[(String, bool
     );
 
     // 2. JetStream holds each fact once.
-    let client = async_nats::connect(app.stack.nats_url())
-        .await
-        .expect("connect to NATS");
+    let client = app.stack.connect_admin().await.expect("connect to NATS");
     let js = async_nats::jetstream::new(client);
     let emails = wait_for("an EmailSent pair for every order", SETTLE, || async {
         let counts = subject_counts(&js, "EMAILS", "emails.>").await;
@@ -290,9 +288,7 @@ async fn email_down_during_the_burst_catches_up_after() {
 
     let accepted = Burst::start(&app).finish().await;
     // The broker holds the email events meanwhile.
-    let client = async_nats::connect(app.stack.nats_url())
-        .await
-        .expect("connect");
+    let client = app.stack.connect_admin().await.expect("connect");
     let js = async_nats::jetstream::new(client);
     let consumer: async_nats::jetstream::consumer::PullConsumer = js
         .get_stream("ORDERS")
@@ -359,9 +355,7 @@ async fn frozen_email_past_ack_wait_sends_each_email_once() {
     app.stack.signal("email", Signal::SIGSTOP).expect("frozen");
     let accepted = burst.finish().await;
     let frozen_for = platform::consumer::ACK_WAIT + Duration::from_secs(3);
-    let client = async_nats::connect(app.stack.nats_url())
-        .await
-        .expect("connect");
+    let client = app.stack.connect_admin().await.expect("connect");
     let js = async_nats::jetstream::new(client);
     let consumer: async_nats::jetstream::consumer::PullConsumer = js
         .get_stream("ORDERS")
@@ -422,9 +416,7 @@ async fn flaky_smtp_delays_emails_but_never_loses_or_doubles_them() {
 #[tokio::test(flavor = "multi_thread")]
 async fn poison_events_are_dead_lettered_and_the_flow_goes_on() {
     let app = spawn_app().await;
-    let client = async_nats::connect(app.stack.nats_url())
-        .await
-        .expect("connect");
+    let client = app.stack.connect_admin().await.expect("connect");
     let js = async_nats::jetstream::new(client);
 
     // Two events no consumer can handle, published by hand onto a consumed
@@ -483,7 +475,7 @@ async fn poison_events_are_dead_lettered_and_the_flow_goes_on() {
     .expect("dead letters arrive");
     assert_eq!(letters.len(), 6, "{letters:#?}");
     for consumer in [
-        "payment-on-order-placed",
+        "payment-on-order-events",
         "email-on-order-events",
         "order-projection",
     ] {
@@ -521,12 +513,12 @@ async fn poison_events_are_dead_lettered_and_the_flow_goes_on() {
     // again and says so.
     let letter = letters
         .iter()
-        .find(|l| l.consumer == "payment-on-order-placed" && l.subject.contains(&unknown))
+        .find(|l| l.consumer == "payment-on-order-events" && l.subject.contains(&unknown))
         .expect("payment's letter");
     let subject = ops::replay(&js, letter).await.expect("replayed");
     assert_eq!(
         subject,
-        format!("replay.payment-on-order-placed.orders.{unknown}.placed")
+        format!("replay.payment-on-order-events.orders.{unknown}.placed")
     );
     let again = wait_for(
         "the replay to be dead-lettered again",
@@ -538,7 +530,7 @@ async fn poison_events_are_dead_lettered_and_the_flow_goes_on() {
     )
     .await
     .expect("the replayed letter comes back");
-    assert_eq!(again.consumer, "payment-on-order-placed-replay");
+    assert_eq!(again.consumer, "payment-on-order-events-replay");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -27,7 +27,7 @@ async fn a_paid_order_ships_and_the_customer_gets_two_emails() {
     // only then is "exactly two" a fair check.
     app.wait_for_trace(
         &placed.trace_id,
-        &["email-on-order-events", "email-on-order-shipped"],
+        &["email-on-order-events", "email-on-order-events"],
     )
     .await;
     let mails_after = app.emails_to(&email).await;

@@ -8,4 +8,5 @@ mod compose;
 mod faults;
 mod flow;
 mod helpers;
+mod saga;
 mod tracing;

@@ -9,12 +9,12 @@ use crate::helpers::{Span, TRACE_DEADLINE, customer, services, spawn_app, spawn_
 /// Every consumer that handles something of a shipped order. The order
 /// service's projection sees its own three events.
 const SHIPPED_ORDER_CONSUMERS: &[&str] = &[
-    "payment-on-order-placed",
+    "payment-on-order-events",
     "shipping-on-payment-processed",
     "order-on-payment-outcome",
     "order-on-order-shipped",
     "email-on-order-events",
-    "email-on-order-shipped",
+    "email-on-order-events",
     "order-projection",
     "order-projection",
     "order-projection",

@@ -48,11 +48,23 @@ pub fn for_event(event: &Event) -> Option<Email> {
             &e.customer_email,
             format!("Order {} cancelled", e.order_id),
             format!(
-                "Your order {} was cancelled: {}.\n\nYou have not been charged.\n",
+                "Your order {} was cancelled: {}.\n\nIf you were charged, the refund follows in a separate email.\n",
                 e.order_id, e.reason
             ),
         ),
-        Event::OrderShipped(e) => (
+        Event::PaymentRefunded(e) => (
+            e.order_id,
+            EmailKind::PaymentRefunded,
+            &e.customer_email,
+            format!("Order {} refunded", e.order_id),
+            format!(
+                "We refunded {} for your cancelled order {} (refund {}).\n",
+                money(e.amount_cents),
+                e.order_id,
+                e.refund_id
+            ),
+        ),
+        Event::OrderFulfilled(e) => (
             e.order_id,
             EmailKind::OrderShipped,
             &e.customer_email,

@@ -1,7 +1,9 @@
 //! The email service: tells the customer what happened to their order.
 //!
-//! It consumes `OrderPlaced`, `OrderCancelled` and `OrderShipped`, sends one
-//! email for each over real SMTP, and publishes `EmailSent`. A key-value
+//! It consumes `OrderPlaced`, `OrderCancelled` and `OrderFulfilled` (the
+//! order's own record of the shipment, so a cancelled order never gets a
+//! "shipped" email) and `PaymentRefunded`, sends one email for each over real
+//! SMTP, and publishes `EmailSent`. A key-value
 //! bucket remembers which (order, kind) pairs were sent, so a redelivered
 //! event does not email the customer again. When the SMTP server is down the
 //! handler fails transiently and the broker redelivers later: the emails are
@@ -69,13 +71,14 @@ pub fn consumers() -> Vec<ConsumerSpec> {
             filter_subjects: vec![
                 EventKind::OrderPlaced.subject_filter(),
                 EventKind::OrderCancelled.subject_filter(),
+                EventKind::OrderFulfilled.subject_filter(),
             ],
             concurrency: 16,
         },
         ConsumerSpec {
-            stream: &streams::SHIPPING,
-            durable: "email-on-order-shipped".into(),
-            filter_subjects: vec![EventKind::OrderShipped.subject_filter()],
+            stream: &streams::PAYMENTS,
+            durable: "email-on-payment-refunded".into(),
+            filter_subjects: vec![EventKind::PaymentRefunded.subject_filter()],
             concurrency: 16,
         },
     ]

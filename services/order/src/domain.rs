@@ -6,7 +6,9 @@
 //! command yields no new events the second time, which is what makes the
 //! handlers that call it idempotent.
 
-use events::{Event, LineItem, OrderCancelled, OrderFulfilled, OrderId, OrderPaid, OrderPlaced};
+use events::{
+    Event, LineItem, OrderCancelled, OrderFulfilled, OrderId, OrderPaid, OrderPlaced, OrderRefunded,
+};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -43,6 +45,7 @@ pub struct Order {
     pub payment_id: Option<String>,
     pub tracking_number: Option<String>,
     pub cancellation_reason: Option<String>,
+    pub refund_id: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub placed_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -51,6 +54,8 @@ pub struct Order {
     pub shipped_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub cancelled_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub refunded_at: Option<OffsetDateTime>,
 }
 
 /// Something asked of an order.
@@ -64,8 +69,15 @@ pub enum Command {
         amount_cents: u64,
         at: OffsetDateTime,
     },
-    /// Cancel the order (from `PaymentFailed`).
+    /// Cancel the order (from `PaymentFailed`, or the customer's
+    /// `POST /orders/{id}/cancel`).
     Cancel { reason: String, at: OffsetDateTime },
+    /// The charge was refunded (from `PaymentRefunded`).
+    RecordRefund {
+        refund_id: String,
+        amount_cents: u64,
+        at: OffsetDateTime,
+    },
     /// The parcel left (from `OrderShipped`).
     RecordShipment {
         tracking_number: String,
@@ -84,6 +96,10 @@ pub enum Rejection {
     /// shipment before the payment was recorded): retry it later.
     #[error("the order is {0}, not ready for this yet")]
     NotYet(&'static str),
+    /// The order has moved past the point where this is possible (cancelling
+    /// a shipped order).
+    #[error("the order is already {0}")]
+    TooLate(&'static str),
 }
 
 /// Applies one event to the state. Events are facts: they are applied
@@ -101,10 +117,12 @@ pub fn evolve(state: Option<Order>, event: &Event) -> Option<Order> {
             payment_id: None,
             tracking_number: None,
             cancellation_reason: None,
+            refund_id: None,
             placed_at: e.placed_at,
             paid_at: None,
             shipped_at: None,
             cancelled_at: None,
+            refunded_at: None,
         }),
         (Some(mut order), Event::OrderPaid(e)) => {
             order.status = Status::Paid;
@@ -122,6 +140,11 @@ pub fn evolve(state: Option<Order>, event: &Event) -> Option<Order> {
             order.status = Status::Cancelled;
             order.cancellation_reason = Some(e.reason.clone());
             order.cancelled_at = Some(e.cancelled_at);
+            Some(order)
+        }
+        (Some(mut order), Event::OrderRefunded(e)) => {
+            order.refund_id = Some(e.refund_id.clone());
+            order.refunded_at = Some(e.refunded_at);
             Some(order)
         }
         (state, _) => state,
@@ -153,17 +176,31 @@ pub fn decide(state: Option<&Order>, command: Command) -> Result<Vec<Event>, Rej
                 paid_at: at,
             })]),
             // Paid or shipped: recorded already. Cancelled: the payment
-            // arrived after the cancellation; refunds are the saga's next step.
+            // crossed the cancellation; payment refunds it on `OrderCancelled`.
             Paid | Shipped | Cancelled => Ok(vec![]),
         },
         Command::Cancel { reason, at } => match order.status {
-            Placed => Ok(vec![Event::OrderCancelled(OrderCancelled {
+            Placed | Paid => Ok(vec![Event::OrderCancelled(OrderCancelled {
                 order_id,
                 customer_email: order.customer_email.clone(),
                 reason,
                 cancelled_at: at,
             })]),
-            Paid | Shipped | Cancelled => Ok(vec![]),
+            Shipped => Err(Rejection::TooLate(Shipped.as_str())),
+            Cancelled => Ok(vec![]),
+        },
+        Command::RecordRefund {
+            refund_id,
+            amount_cents,
+            at,
+        } => match (order.status, &order.refund_id) {
+            (Cancelled, None) => Ok(vec![Event::OrderRefunded(OrderRefunded {
+                order_id,
+                refund_id,
+                amount_cents,
+                refunded_at: at,
+            })]),
+            _ => Ok(vec![]),
         },
         Command::RecordShipment {
             tracking_number,
@@ -171,11 +208,14 @@ pub fn decide(state: Option<&Order>, command: Command) -> Result<Vec<Event>, Rej
         } => match order.status {
             Paid => Ok(vec![Event::OrderFulfilled(OrderFulfilled {
                 order_id,
+                customer_email: order.customer_email.clone(),
                 tracking_number,
                 shipped_at: at,
             })]),
             // Shipping saw the payment before we did; wait for it.
             Placed => Err(Rejection::NotYet(Placed.as_str())),
+            // Cancelled: the cancellation won; shipping recalls the parcel
+            // when it sees `OrderCancelled`.
             Shipped | Cancelled => Ok(vec![]),
         },
     }
@@ -273,6 +313,42 @@ mod tests {
             Err(Rejection::AlreadyExists)
         );
         assert_eq!(decide(None, pay()), Err(Rejection::NotFound));
+    }
+
+    #[test]
+    fn a_paid_order_can_be_cancelled_and_refunded_once_but_a_shipped_one_cannot() {
+        let cancel = || Command::Cancel {
+            reason: "customer".into(),
+            at: OffsetDateTime::UNIX_EPOCH,
+        };
+        let refund = || Command::RecordRefund {
+            refund_id: "re_1".into(),
+            amount_cents: 1500,
+            at: OffsetDateTime::UNIX_EPOCH,
+        };
+        let (state, _) = apply(None, Command::Place(placed(OrderId::new())));
+        let (state, _) = apply(state, pay());
+        let (state, n) = apply(state, cancel());
+        assert_eq!(n, 1);
+        // The payment and the shipment that crossed the cancellation change nothing.
+        let (state, n) = apply(state, pay());
+        assert_eq!(n, 0);
+        let (state, n) = apply(state, ship());
+        assert_eq!(n, 0);
+        let (state, first) = apply(state, refund());
+        let (state, second) = apply(state, refund());
+        assert_eq!((first, second), (1, 0));
+        let order = state.expect("exists");
+        assert_eq!(order.status, Status::Cancelled);
+        assert_eq!(order.refund_id.as_deref(), Some("re_1"));
+
+        let (state, _) = apply(None, Command::Place(placed(OrderId::new())));
+        let (state, _) = apply(state, pay());
+        let (state, _) = apply(state, ship());
+        assert_eq!(
+            decide(state.as_ref(), cancel()),
+            Err(Rejection::TooLate("shipped"))
+        );
     }
 
     #[test]

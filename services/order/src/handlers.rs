@@ -11,7 +11,7 @@ use crate::store::{Outcome, StoreError};
 use crate::view::{self, OrderView};
 
 /// `PaymentProcessed` → `OrderPaid`; `PaymentFailed` → `OrderCancelled`;
-/// `OrderShipped` → `OrderFulfilled`.
+/// `PaymentRefunded` → `OrderRefunded`; `OrderShipped` → `OrderFulfilled`.
 pub async fn on_outcome(service: &Order, delivery: &Delivery) -> Result<(), HandlerError> {
     let order_id = delivery.event.order_id();
     let command = match &delivery.event {
@@ -28,16 +28,21 @@ pub async fn on_outcome(service: &Order, delivery: &Delivery) -> Result<(), Hand
             tracking_number: e.tracking_number.clone(),
             at: e.shipped_at,
         },
+        Event::PaymentRefunded(e) => Command::RecordRefund {
+            refund_id: e.refund_id.clone(),
+            amount_cents: e.amount_cents,
+            at: e.refunded_at,
+        },
         other => return Err(HandlerError::unexpected(other)),
     };
     let cause = delivery.envelope.id.to_string();
     match service.store()?.execute(order_id, command, &cause).await {
-        Ok(Outcome::Changed(order)) => {
-            tracing::info!(%order_id, status = order.status.as_str(), "order updated");
+        Ok(Outcome { changed: true, .. }) => {
+            tracing::info!(%order_id, "order updated");
             Ok(())
         }
-        Ok(Outcome::Unchanged(_)) => {
-            tracing::info!(%order_id, "already recorded");
+        Ok(Outcome { changed: false, .. }) => {
+            tracing::info!(%order_id, "nothing to record");
             Ok(())
         }
         Err(error @ (StoreError::Unavailable(_) | StoreError::Contended)) => {

@@ -36,7 +36,7 @@ pub const DEFAULT_PORT: u16 = 8080;
 pub const ENV_VARS: &[&str] = &[];
 
 /// The durable name of the projection consumer.
-const PROJECTION: &str = "order-projection";
+pub const PROJECTION: &str = "order-projection";
 
 /// The service's state, shared by the HTTP handlers and the consumers.
 pub struct Order {
@@ -68,7 +68,8 @@ impl Handler for Order {
             EventKind::OrderPlaced
             | EventKind::OrderPaid
             | EventKind::OrderFulfilled
-            | EventKind::OrderCancelled => handlers::project(self, &delivery).await,
+            | EventKind::OrderCancelled
+            | EventKind::OrderRefunded => handlers::project(self, &delivery).await,
             _ => handlers::on_outcome(self, &delivery).await,
         }
     }
@@ -83,6 +84,7 @@ pub fn consumers() -> Vec<ConsumerSpec> {
             filter_subjects: vec![
                 EventKind::PaymentProcessed.subject_filter(),
                 EventKind::PaymentFailed.subject_filter(),
+                EventKind::PaymentRefunded.subject_filter(),
             ],
             concurrency: 32,
         },

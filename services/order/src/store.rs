@@ -56,11 +56,15 @@ pub enum StoreError {
 
 /// What a command did.
 #[derive(Debug, Clone)]
-pub enum Outcome {
-    /// New events were appended; the state after them.
-    Changed(Order),
-    /// Nothing to do: the command had been carried out before.
-    Unchanged(Option<Order>),
+pub struct Outcome {
+    /// The state after the command.
+    pub order: Option<Order>,
+    /// The stream sequence of the order's last event after the command: a
+    /// read of the view at this position or later sees the command's effect.
+    pub position: u64,
+    /// Whether new events were appended; `false` means the command had been
+    /// carried out before.
+    pub changed: bool,
 }
 
 #[derive(Clone)]
@@ -137,7 +141,11 @@ impl EventStore {
             let loaded = self.load(order_id).await?;
             let events = domain::decide(loaded.state.as_ref(), command.clone())?;
             if events.is_empty() {
-                return Ok(Outcome::Unchanged(loaded.state));
+                return Ok(Outcome {
+                    order: loaded.state,
+                    position: loaded.version,
+                    changed: false,
+                });
             }
             let mut expected = loaded.version;
             let mut state = loaded.state;
@@ -159,10 +167,11 @@ impl EventStore {
                 }
                 state = domain::evolve(state, event);
             }
-            return match state {
-                Some(order) => Ok(Outcome::Changed(order)),
-                None => Ok(Outcome::Unchanged(None)),
-            };
+            return Ok(Outcome {
+                order: state,
+                position: expected,
+                changed: true,
+            });
         }
         Err(StoreError::Contended)
     }

@@ -30,6 +30,9 @@ pub struct OrderView {
     pub payment_id: Option<String>,
     pub tracking_number: Option<String>,
     pub cancellation_reason: Option<String>,
+    /// `pending`, `paid`, `refunded` or `none` (declined or never charged).
+    pub payment_status: String,
+    pub refund_id: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub placed_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -38,6 +41,8 @@ pub struct OrderView {
     pub shipped_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub cancelled_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub refunded_at: Option<OffsetDateTime>,
     /// The stream sequence of the last event this view reflects.
     pub position: u64,
 }
@@ -53,12 +58,27 @@ impl OrderView {
             payment_id: order.payment_id.clone(),
             tracking_number: order.tracking_number.clone(),
             cancellation_reason: order.cancellation_reason.clone(),
+            payment_status: payment_status(order).to_owned(),
+            refund_id: order.refund_id.clone(),
             placed_at: order.placed_at,
             paid_at: order.paid_at,
             shipped_at: order.shipped_at,
             cancelled_at: order.cancelled_at,
+            refunded_at: order.refunded_at,
             position,
         }
+    }
+}
+
+/// The payment's part of the order's story, in one word.
+fn payment_status(order: &Order) -> &'static str {
+    match (order.status, &order.payment_id, &order.refund_id) {
+        (_, _, Some(_)) => "refunded",
+        (_, Some(_), None) => "paid",
+        (Status::Placed, None, None) => "pending",
+        // Cancelled before a payment was recorded: declined, or cancelled by
+        // the customer first (a charge that crossed it is refunded later).
+        _ => "none",
     }
 }
 
@@ -68,6 +88,21 @@ pub async fn get(views: &kv::Store, order_id: OrderId) -> anyhow::Result<Option<
         return Ok(None);
     };
     Ok(Some(serde_json::from_slice(&bytes)?))
+}
+
+/// Reads every view. One request per order: fine for a reference system's
+/// list page; a real one would project into a store that can filter and page
+/// (the projection is the only writer, so swapping the store is local).
+pub async fn all(views: &kv::Store) -> anyhow::Result<Vec<OrderView>> {
+    use futures::TryStreamExt as _;
+    let keys: Vec<String> = views.keys().await?.try_collect().await?;
+    let mut all = Vec::with_capacity(keys.len());
+    for key in keys {
+        if let Some(bytes) = views.get(&key).await? {
+            all.push(serde_json::from_slice(&bytes)?);
+        }
+    }
+    Ok(all)
 }
 
 /// Writes `view` unless the bucket already holds a view at least as new.

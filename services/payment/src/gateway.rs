@@ -20,6 +20,24 @@ pub enum Charge {
     Declined {
         reason: String,
     },
+    /// The order was cancelled before it was charged: it never will be.
+    Voided,
+}
+
+/// A refund of an approved charge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refund {
+    pub refund_id: String,
+    pub amount_cents: u64,
+}
+
+/// Refunds a charge, once per order: the refund id derives from the order,
+/// so asking twice names the same refund.
+pub fn refund(order_id: OrderId, amount_cents: u64) -> Refund {
+    Refund {
+        refund_id: format!("re_{}", order_id.as_uuid().simple()),
+        amount_cents,
+    }
 }
 
 /// Charges `amount_cents` to the card behind `token`, once per order.

@@ -1,7 +1,8 @@
 //! The payment service: charges each placed order once.
 //!
 //! It consumes `OrderPlaced` and publishes `PaymentProcessed` or
-//! `PaymentFailed`. The charge goes to a simulated gateway ([`gateway`]) that
+//! `PaymentFailed`; it consumes `OrderCancelled` and refunds a charged order
+//! once (`PaymentRefunded`), or voids one not charged yet. The charge goes to a simulated gateway ([`gateway`]) that
 //! behaves like Stripe's test mode. A key-value bucket records each order's
 //! outcome before it is published, so a redelivered `OrderPlaced` republishes
 //! the recorded outcome instead of charging again.
@@ -18,6 +19,7 @@ use platform::{Bus, Delivery, HandlerError, Settings};
 use tokio_util::sync::CancellationToken;
 
 pub mod gateway;
+mod on_order_cancelled;
 mod on_order_placed;
 
 pub const SERVICE: &str = "payment";
@@ -25,6 +27,8 @@ pub const DEFAULT_PORT: u16 = 8081;
 
 /// The bucket holding one charge outcome per order id.
 pub const CHARGES_BUCKET: &str = "payment_charges";
+/// The bucket holding one refund per order id.
+pub const REFUNDS_BUCKET: &str = "payment_refunds";
 
 /// Environment variables this service reads beyond the shared ones.
 pub const ENV_VARS: &[&str] = &[];
@@ -33,12 +37,16 @@ pub const ENV_VARS: &[&str] = &[];
 pub struct Payment {
     bus: Bus,
     charges: kv::Store,
+    refunds: kv::Store,
 }
 
 impl Handler for Payment {
     async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
         match &delivery.event {
             events::Event::OrderPlaced(placed) => on_order_placed::handle(self, placed).await,
+            events::Event::OrderCancelled(cancelled) => {
+                on_order_cancelled::handle(self, cancelled).await
+            }
             other => Err(HandlerError::unexpected(other)),
         }
     }
@@ -48,8 +56,11 @@ impl Handler for Payment {
 pub fn consumers() -> Vec<ConsumerSpec> {
     vec![ConsumerSpec {
         stream: &streams::ORDERS,
-        durable: "payment-on-order-placed".into(),
-        filter_subjects: vec![EventKind::OrderPlaced.subject_filter()],
+        durable: "payment-on-order-events".into(),
+        filter_subjects: vec![
+            EventKind::OrderPlaced.subject_filter(),
+            EventKind::OrderCancelled.subject_filter(),
+        ],
         concurrency: 32,
     }]
 }
@@ -65,14 +76,17 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     ));
     let set_up = service::until_set_up(&shutdown, || async {
         service::ensure_streams(&bus, &[streams::PAYMENTS]).await?;
-        bus.ensure_bucket(CHARGES_BUCKET).await
+        let charges = bus.ensure_bucket(CHARGES_BUCKET).await?;
+        let refunds = bus.ensure_bucket(REFUNDS_BUCKET).await?;
+        Ok((charges, refunds))
     })
     .await;
-    if let Some(charges) = set_up {
+    if let Some((charges, refunds)) = set_up {
         readiness.mark_set_up();
         let payment = Arc::new(Payment {
             bus: bus.clone(),
             charges,
+            refunds,
         });
         service::consume(&bus, &settings, &shutdown, payment, consumers()).await;
     }

@@ -12,6 +12,10 @@ pub async fn handle(payment: &Payment, placed: &OrderPlaced) -> Result<(), Handl
     let charge = charge_once(payment, placed).await?;
     let now = OffsetDateTime::now_utc();
     let event = match charge {
+        Charge::Voided => {
+            tracing::info!(order_id = %placed.order_id, "cancelled before payment, not charging");
+            return Ok(());
+        }
         Charge::Approved {
             payment_id,
             amount_cents,

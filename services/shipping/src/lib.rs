@@ -1,8 +1,11 @@
 //! The shipping service: schedules one shipment for each paid order.
 //!
 //! It consumes `PaymentProcessed` and publishes `OrderShipped` with a
-//! tracking number. A key-value bucket records each order's shipment before
-//! it is announced, so a redelivered payment never ships twice.
+//! tracking number; it consumes `OrderCancelled` and makes sure the order
+//! never ships, recalling a scheduled shipment (`ShipmentCancelled`). One
+//! key-value record per order, written create-if-absent before anything is
+//! announced, decides between the two, so a redelivered payment never ships
+//! twice and a cancelled order never ships at all.
 
 use std::sync::Arc;
 
@@ -15,6 +18,7 @@ use platform::service;
 use platform::{Bus, Delivery, HandlerError, Settings};
 use tokio_util::sync::CancellationToken;
 
+mod on_order_cancelled;
 mod on_payment_processed;
 
 pub const SERVICE: &str = "shipping";
@@ -26,6 +30,22 @@ pub const SHIPMENTS_BUCKET: &str = "shipping_shipments";
 /// Environment variables this service reads beyond the shared ones.
 pub const ENV_VARS: &[&str] = &[];
 
+/// What shipping decided for an order, recorded once.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Record {
+    Scheduled {
+        tracking_number: String,
+        #[serde(with = "time::serde::rfc3339")]
+        scheduled_at: time::OffsetDateTime,
+    },
+    /// The cancellation arrived before the payment: never ship.
+    Cancelled {
+        #[serde(with = "time::serde::rfc3339")]
+        cancelled_at: time::OffsetDateTime,
+    },
+}
+
 /// The service's state, shared by its handlers.
 pub struct Shipping {
     bus: Bus,
@@ -36,6 +56,9 @@ impl Handler for Shipping {
     async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
         match &delivery.event {
             events::Event::PaymentProcessed(paid) => on_payment_processed::handle(self, paid).await,
+            events::Event::OrderCancelled(cancelled) => {
+                on_order_cancelled::handle(self, cancelled).await
+            }
             other => Err(HandlerError::unexpected(other)),
         }
     }
@@ -43,12 +66,20 @@ impl Handler for Shipping {
 
 /// The consumers this service runs.
 pub fn consumers() -> Vec<ConsumerSpec> {
-    vec![ConsumerSpec {
-        stream: &streams::PAYMENTS,
-        durable: "shipping-on-payment-processed".into(),
-        filter_subjects: vec![EventKind::PaymentProcessed.subject_filter()],
-        concurrency: 32,
-    }]
+    vec![
+        ConsumerSpec {
+            stream: &streams::PAYMENTS,
+            durable: "shipping-on-payment-processed".into(),
+            filter_subjects: vec![EventKind::PaymentProcessed.subject_filter()],
+            concurrency: 32,
+        },
+        ConsumerSpec {
+            stream: &streams::ORDERS,
+            durable: "shipping-on-order-cancelled".into(),
+            filter_subjects: vec![EventKind::OrderCancelled.subject_filter()],
+            concurrency: 32,
+        },
+    ]
 }
 
 /// Runs the service until `shutdown` is cancelled.

@@ -3,28 +3,41 @@
 use events::{Envelope, Event, OrderId, OrderShipped, PaymentProcessed};
 use platform::HandlerError;
 use platform::guard::{self, Freshness};
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::Shipping;
-
-/// The record of a scheduled shipment.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Shipment {
-    tracking_number: String,
-    #[serde(with = "time::serde::rfc3339")]
-    scheduled_at: OffsetDateTime,
-}
+use crate::{Record, Shipping};
 
 pub async fn handle(shipping: &Shipping, paid: &PaymentProcessed) -> Result<(), HandlerError> {
-    let shipment = schedule_once(shipping, paid.order_id).await?;
+    let order_id = paid.order_id;
+    // One record per order decides between shipping and not: whichever of
+    // this handler and the `OrderCancelled` handler writes it first wins.
+    let (record, freshness) = guard::once(&shipping.shipments, &order_id.to_string(), || {
+        Record::Scheduled {
+            tracking_number: tracking_number(order_id),
+            scheduled_at: OffsetDateTime::now_utc(),
+        }
+    })
+    .await?;
+    let (tracking_number, scheduled_at) = match record {
+        Record::Scheduled {
+            tracking_number,
+            scheduled_at,
+        } => (tracking_number, scheduled_at),
+        Record::Cancelled { .. } => {
+            tracing::info!(%order_id, "the order was cancelled first, not shipping");
+            return Ok(());
+        }
+    };
+    if freshness == Freshness::Repeat {
+        tracing::info!(%order_id, "already scheduled, republishing the shipment");
+    }
     let event = Event::OrderShipped(OrderShipped {
-        order_id: paid.order_id,
+        order_id,
         customer_email: paid.customer_email.clone(),
-        tracking_number: shipment.tracking_number,
-        shipped_at: shipment.scheduled_at,
+        tracking_number,
+        shipped_at: scheduled_at,
     });
-    let envelope = Envelope::derived(&event, &format!("shipment/{}", paid.order_id));
+    let envelope = Envelope::derived(&event, &format!("shipment/{order_id}"));
     shipping
         .bus
         .publish(&event, &envelope)
@@ -38,20 +51,6 @@ pub async fn handle(shipping: &Shipping, paid: &PaymentProcessed) -> Result<(), 
 pub fn tracking_number(order_id: OrderId) -> String {
     let hex = order_id.as_uuid().simple().to_string().to_uppercase();
     format!("TRK{}", &hex[..12])
-}
-
-/// Returns the order's shipment, scheduling it only if none is recorded.
-async fn schedule_once(shipping: &Shipping, order_id: OrderId) -> Result<Shipment, HandlerError> {
-    let (shipment, freshness) =
-        guard::once(&shipping.shipments, &order_id.to_string(), || Shipment {
-            tracking_number: tracking_number(order_id),
-            scheduled_at: OffsetDateTime::now_utc(),
-        })
-        .await?;
-    if freshness == Freshness::Repeat {
-        tracing::info!(%order_id, "already scheduled, republishing the shipment");
-    }
-    Ok(shipment)
 }
 
 #[cfg(test)]

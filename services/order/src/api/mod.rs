@@ -3,7 +3,9 @@
 //! | route | answer |
 //! |---|---|
 //! | `POST /orders` | 202 `{order_id, status, trace_id}` + `Location` once `OrderPlaced` is durably stored |
-//! | `GET /orders/{id}` | the read model, from the `orders_view` bucket |
+//! | `GET /orders` | the read model, filtered by `customer_email` and `status`, paged |
+//! | `GET /orders/{id}` | the read model, from the `orders_view` bucket; `?min_position=` reads your own write |
+//! | `POST /orders/{id}/cancel` | 202 until the order has shipped, 409 after |
 //! | `GET /orders/{id}/events` | the order's history, from the event store |
 //!
 //! Every error is `application/problem+json` (see [`problem`]).
@@ -14,12 +16,13 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, State};
 use axum::http::{HeaderMap, Request, Response, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use events::{OrderId, OrderPlaced};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 use tower_http::trace::TraceLayer;
@@ -44,8 +47,9 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// of each order's trace.
 pub fn router(order: Arc<Order>) -> Router {
     Router::new()
-        .route("/orders", post(place_order))
+        .route("/orders", post(place_order).get(list_orders))
         .route("/orders/{id}", get(get_order))
+        .route("/orders/{id}/cancel", post(cancel_order))
         .route("/orders/{id}/events", get(get_events))
         .fallback(|| async { Problem::not_found("no such resource") })
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
@@ -84,9 +88,12 @@ struct Placed {
     order_id: OrderId,
     status: &'static str,
     trace_id: String,
+    /// The event-store position of the order after this write: pass it as
+    /// `min_position` to read your own write.
+    position: u64,
 }
 
-fn placed_response(order_id: OrderId, trace_id: String) -> axum::response::Response {
+fn placed_response(order_id: OrderId, trace_id: String, position: u64) -> axum::response::Response {
     let location = format!("/orders/{order_id}");
     (
         StatusCode::ACCEPTED,
@@ -95,6 +102,7 @@ fn placed_response(order_id: OrderId, trace_id: String) -> axum::response::Respo
             order_id,
             status: "placed",
             trace_id,
+            position,
         }),
     )
         .into_response()
@@ -136,9 +144,10 @@ async fn place_order(
         .execute(order_id, command, &order_id.to_string())
         .await
     {
-        Ok(_) => Ok(placed_response(
+        Ok(outcome) => Ok(placed_response(
             order_id,
             platform::telemetry::current_trace_id(),
+            outcome.position,
         )),
         Err(StoreError::Rejected(Rejection::AlreadyExists)) => repeat(store, &placed).await,
         Err(error @ (StoreError::Unavailable(_) | StoreError::Contended)) => Err(
@@ -168,7 +177,8 @@ async fn repeat(
                 && original.payment_token == placed.payment_token =>
         {
             let trace_id = first.and_then(|r| r.trace_id.clone()).unwrap_or_default();
-            Ok(placed_response(placed.order_id, trace_id))
+            let position = first.map_or(0, |r| r.sequence);
+            Ok(placed_response(placed.order_id, trace_id, position))
         }
         _ => Err(Problem::conflict(
             "this Idempotency-Key was already used for an order with a different body",
@@ -248,22 +258,185 @@ fn parse_id(id: &str) -> Result<OrderId, Problem> {
         .map_err(|_| Problem::not_found(format!("there is no order `{id}`")))
 }
 
-/// `GET /orders/{id}`: the read model.
+/// How long `GET /orders/{id}?min_position=` waits for the view to catch up.
+pub const MIN_POSITION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The query of `GET /orders/{id}`.
+#[derive(Debug, Deserialize)]
+struct ViewQuery {
+    /// Answer only with a view that reflects at least this event-store
+    /// position (read-your-writes): the `position` a write returned.
+    min_position: Option<u64>,
+}
+
+/// `GET /orders/{id}`: the read model, never the event store. The view's
+/// `position` (also in the `Order-Position` header) says which event it
+/// reflects; `min_position` waits, for a bounded time, until it reflects at
+/// least that one.
 async fn get_order(
     State(order): State<Arc<Order>>,
     Path(id): Path<String>,
-) -> Result<Json<view::OrderView>, Problem> {
+    query: Result<Query<ViewQuery>, QueryRejection>,
+) -> Result<axum::response::Response, Problem> {
     let order_id = parse_id(&id)?;
+    let Query(query) = query.map_err(|e| {
+        Problem::bad_request(
+            "invalid query",
+            vec![FieldError::new("min_position", e.body_text())],
+        )
+    })?;
     let (_, views) = ready(&order)?;
-    match view::get(views, order_id).await {
-        Ok(Some(view)) => Ok(Json(view)),
-        Ok(None) => Err(Problem::not_found(format!(
+    let wanted = query.min_position.unwrap_or(0);
+    let deadline = tokio::time::Instant::now() + MIN_POSITION_WAIT;
+    loop {
+        let view = view::get(views, order_id)
+            .await
+            .map_err(|e| Problem::unavailable(format!("cannot read orders: {e:#}")))?;
+        match view {
+            Some(view) if view.position >= wanted => {
+                let position = view.position.to_string();
+                return Ok(([("order-position", position)], Json(view)).into_response());
+            }
+            None if wanted == 0 => {
+                return Err(Problem::not_found(format!(
+                    "there is no order `{order_id}`"
+                )));
+            }
+            seen if tokio::time::Instant::now() >= deadline => {
+                let at = seen.map_or(0, |v| v.position);
+                return Err(Problem::unavailable(format!(
+                    "the read model reflects position {at} of order `{order_id}`, not yet {wanted}; retry shortly"
+                )));
+            }
+            // The projection is a few milliseconds behind the write: poll
+            // the bucket until it catches up or the deadline passes.
+            _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// The answer to an accepted cancellation.
+#[derive(Debug, Serialize)]
+struct Cancelled {
+    order_id: OrderId,
+    status: &'static str,
+    position: u64,
+}
+
+/// `POST /orders/{id}/cancel`: allowed until the order has shipped. Cancelling
+/// twice is fine and answers the same.
+async fn cancel_order(
+    State(order): State<Arc<Order>>,
+    Path(id): Path<String>,
+) -> Result<axum::response::Response, Problem> {
+    let order_id = parse_id(&id)?;
+    let (store, _) = ready(&order)?;
+    if !order.bus.is_connected() {
+        return Err(Problem::unavailable(
+            "the broker is unreachable; nothing was changed",
+        ));
+    }
+    let command = Command::Cancel {
+        reason: "cancelled by the customer".into(),
+        at: OffsetDateTime::now_utc(),
+    };
+    match store
+        .execute(order_id, command, &format!("cancel/{order_id}"))
+        .await
+    {
+        Ok(outcome) => {
+            let status = outcome.order.map_or("cancelled", |o| o.status.as_str());
+            let body = Cancelled {
+                order_id,
+                status,
+                position: outcome.position,
+            };
+            Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+        }
+        Err(StoreError::Rejected(Rejection::NotFound)) => Err(Problem::not_found(format!(
             "there is no order `{order_id}`"
         ))),
+        Err(StoreError::Rejected(rejection @ Rejection::TooLate(_))) => Err(Problem::too_late(
+            format!("the order cannot be cancelled: {rejection}"),
+        )),
         Err(error) => Err(Problem::unavailable(format!(
-            "cannot read orders: {error:#}"
+            "nothing was changed: {error}"
         ))),
     }
+}
+
+/// The query of `GET /orders`.
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    customer_email: Option<String>,
+    status: Option<String>,
+    /// Page size, 1 to 100 (default 20).
+    limit: Option<usize>,
+    /// How many matching orders to skip.
+    offset: Option<usize>,
+}
+
+/// One page of orders.
+#[derive(Debug, Serialize)]
+struct Page {
+    orders: Vec<view::OrderView>,
+    /// The `offset` of the next page, if there is one.
+    next_offset: Option<usize>,
+}
+
+/// `GET /orders?customer_email=&status=&limit=&offset=`: newest first.
+async fn list_orders(
+    State(order): State<Arc<Order>>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Page>, Problem> {
+    let Query(query) = query.map_err(|e| {
+        Problem::bad_request(
+            "invalid query",
+            vec![FieldError::new("query", e.body_text())],
+        )
+    })?;
+    let limit = query.limit.unwrap_or(20);
+    let mut errors = Vec::new();
+    if !(1..=100).contains(&limit) {
+        errors.push(FieldError::new("limit", "must be between 1 and 100"));
+    }
+    if let Some(status) = &query.status
+        && !["placed", "paid", "shipped", "cancelled"].contains(&status.as_str())
+    {
+        errors.push(FieldError::new(
+            "status",
+            "must be placed, paid, shipped or cancelled",
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(Problem::invalid(errors));
+    }
+    let (_, views) = ready(&order)?;
+    let all = view::all(views)
+        .await
+        .map_err(|e| Problem::unavailable(format!("cannot read orders: {e:#}")))?;
+    let mut matching: Vec<view::OrderView> = all
+        .into_iter()
+        .filter(|v| {
+            query
+                .customer_email
+                .as_ref()
+                .is_none_or(|e| &v.customer_email == e)
+        })
+        .filter(|v| query.status.as_ref().is_none_or(|s| v.status.as_str() == s))
+        .collect();
+    matching.sort_by(|a, b| {
+        b.placed_at
+            .cmp(&a.placed_at)
+            .then(a.order_id.cmp(&b.order_id))
+    });
+    let offset = query.offset.unwrap_or(0);
+    let next_offset = (matching.len() > offset.saturating_add(limit)).then(|| offset + limit);
+    let orders = matching.into_iter().skip(offset).take(limit).collect();
+    Ok(Json(Page {
+        orders,
+        next_offset,
+    }))
 }
 
 /// One entry of an order's history.

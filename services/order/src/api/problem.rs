@@ -123,6 +123,16 @@ impl Problem {
         )
     }
 
+    /// The order has moved past the point where the request makes sense.
+    pub fn too_late(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "/problems/too-late",
+            "Too late for that",
+            detail.into(),
+        )
+    }
+
     /// The broker cannot durably take the request right now.
     pub fn unavailable(detail: impl Into<String>) -> Self {
         let mut problem = Self::new(

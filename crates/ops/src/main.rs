@@ -1,17 +1,20 @@
-//! `deadletters`: list dead letters and replay chosen ones.
+//! `ops`: the operator's tools.
 //!
 //! ```text
-//! deadletters list
-//! deadletters replay 12 15      # by sequence, as `list` shows them
-//! deadletters replay --all
+//! ops dead-letters list
+//! ops dead-letters replay 12 15   # by sequence, as `list` shows them
+//! ops dead-letters replay --all
+//! ops views rebuild               # drop the read model and replay every event
 //! ```
 //!
 //! Reads `NATS_URL` (default `nats://127.0.0.1:4222`) like the services.
 
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(about = "List dead letters and replay them to the consumer that gave up")]
+#[command(about = "Operator tools: dead letters and the read model")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -19,6 +22,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Messages a consumer gave up on.
+    #[command(subcommand)]
+    DeadLetters(DeadLetters),
+    /// The order service's read model.
+    #[command(subcommand)]
+    Views(Views),
+}
+
+#[derive(Subcommand)]
+enum DeadLetters {
     /// Print every dead letter: sequence, time, consumer, subject, reason.
     List,
     /// Send dead letters back to the consumer that gave up on them.
@@ -31,15 +44,25 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum Views {
+    /// Drop every view and replay every order event into the read model.
+    Rebuild {
+        /// How long to wait for the replay to finish, in seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     let client = async_nats::connect(&url).await?;
     let js = async_nats::jetstream::new(client);
-    let letters = ops::list(&js).await?;
     match cli.command {
-        Command::List => {
+        Command::DeadLetters(DeadLetters::List) => {
+            let letters = ops::list(&js).await?;
             if letters.is_empty() {
                 println!("no dead letters");
             }
@@ -50,11 +73,8 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Replay { sequences, all } => {
-            let chosen: Vec<&ops::DeadLetter> = letters
-                .iter()
-                .filter(|l| all || sequences.contains(&l.sequence))
-                .collect();
+        Command::DeadLetters(DeadLetters::Replay { sequences, all }) => {
+            let letters = ops::list(&js).await?;
             let missing: Vec<&u64> = sequences
                 .iter()
                 .filter(|s| !letters.iter().any(|l| l.sequence == **s))
@@ -62,10 +82,20 @@ async fn main() -> anyhow::Result<()> {
             if !missing.is_empty() {
                 anyhow::bail!("no dead letter with sequence {missing:?}");
             }
-            for letter in chosen {
+            for letter in letters
+                .iter()
+                .filter(|l| all || sequences.contains(&l.sequence))
+            {
                 let subject = ops::replay(&js, letter).await?;
                 println!("replayed {} to {subject}", letter.sequence);
             }
+        }
+        Command::Views(Views::Rebuild { timeout }) => {
+            let rebuilt = ops::views::rebuild(&js, Duration::from_secs(timeout)).await?;
+            println!(
+                "dropped {} views and replayed {} events into the read model",
+                rebuilt.dropped, rebuilt.events
+            );
         }
     }
     Ok(())
