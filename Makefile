@@ -31,7 +31,8 @@ run: tools build ## start NATS, Jaeger, Mailpit and the four services natively
 demo-outage: tools build ## stop email, place orders, watch JetStream hold them and email catch up
 	$(CARGO) run --release -p e2e --bin demo_outage
 
-test: tools ## formatting, lints, unit + end-to-end tests
+test: ## formatting, lints, unit + end-to-end tests (installs what they need)
+	scripts/install-tools.sh nats-server jaeger mailpit schemathesis
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	# The end-to-end tests start the real service binaries: build them first.

@@ -32,7 +32,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="$repo/.tools/bin"
 default_tools=(nats-server jaeger mailpit)
-all_tools=(nats-server jaeger mailpit natscli)
+all_tools=(nats-server jaeger mailpit natscli schemathesis)
 
 log() { printf 'install-tools: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -95,9 +95,35 @@ if [ ${#tools[@]} -eq 0 ]; then
     tools=("${default_tools[@]}")
 fi
 
+# Python tools (schemathesis, for the API contract test) live in one venv,
+# .tools/venv, pinned package by package in tools/python/requirements.txt.
+install_python_tools() {
+    local venv="$repo/.tools/venv" req="$repo/tools/python/requirements.txt"
+    local stamp="$repo/.tools/venv/.requirements" want
+    want="$(sha256sum "$req" | cut -d' ' -f1)"
+    if [ -x "$venv/bin/schemathesis" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        log "schemathesis: already installed ($venv)"
+        return 0
+    fi
+    command -v python3 >/dev/null 2>&1 || die "'python3' not found on PATH (needed for schemathesis)"
+    local start=$SECONDS
+    log "schemathesis: installing tools/python/requirements.txt -> $venv"
+    python3 -m venv "$venv" || die "cannot create $venv (Debian: apt-get install python3-venv)"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req" || die "pip install failed"
+    printf '%s\n' "$want" >"$stamp"
+    log "schemathesis: done in $((SECONDS - start))s"
+}
+
+go_tools=()
 for t in "${tools[@]}"; do
+    if [ "$t" = schemathesis ]; then
+        install_python_tools
+        continue
+    fi
     [ -f "$repo/tools/$t/go.mod" ] || { usage; die "unknown tool '$t' (no tools/$t/go.mod)"; }
+    go_tools+=("$t")
 done
+tools=("${go_tools[@]}")
 
 mkdir -p "$bin"
 

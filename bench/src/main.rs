@@ -124,6 +124,9 @@ enum Command {
         /// `RUST_LOG` for the services.
         #[arg(long, default_value = "info")]
         rust_log: String,
+        /// Keep each stack's state directory (JetStream store, logs).
+        #[arg(long)]
+        keep_state: bool,
         /// Where the JSON result goes.
         #[arg(long, default_value_os_t = e2e::repo_root().join("bench/results/latest.json"))]
         json: PathBuf,
@@ -222,6 +225,7 @@ async fn main() -> anyhow::Result<()> {
             open_secs,
             backlog_orders,
             rust_log,
+            keep_state,
             json,
         } => {
             suite::run(&suite::SuiteOptions {
@@ -231,6 +235,7 @@ async fn main() -> anyhow::Result<()> {
                 open_secs,
                 backlog_orders,
                 rust_log,
+                keep_state,
                 out: json,
             })
             .await

@@ -23,20 +23,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use async_nats::jetstream;
 use e2e::{Stack, StackConfig};
-use events::streams;
 use serde::Serialize;
 
 use crate::bare_chain::{self, BareResult};
 use crate::loadgen::{self, LoadResult, Mode, Target, Wait};
 use crate::report::{self, Machine, Table};
 use crate::rss;
-
-/// The email service's durable consumers (`services/email/src/lib.rs`), by
-/// stream: their pending counts are the email backlog.
-const EMAIL_CONSUMERS: [(&str, &str); 2] = [
-    (streams::ORDERS.name, "email-on-order-events"),
-    (streams::SHIPPING.name, "email-on-order-shipped"),
-];
 
 /// How long the suite waits for the orders of a run to complete, and for
 /// the backlog to build up or drain.
@@ -60,6 +52,9 @@ pub struct SuiteOptions {
     pub backlog_orders: u64,
     /// `RUST_LOG` for the services.
     pub rust_log: String,
+    /// Keep each stack's state directory (JetStream store and every
+    /// process's log) instead of deleting it, to look into a run afterwards.
+    pub keep_state: bool,
     /// Where the JSON goes.
     #[serde(skip)]
     pub out: PathBuf,
@@ -215,10 +210,14 @@ async fn start_stack(
     sampler: &str,
     options: &SuiteOptions,
 ) -> anyhow::Result<(Stack, tempfile::TempDir)> {
-    let store = tempfile::Builder::new()
+    let mut store = tempfile::Builder::new()
         .prefix("bench-stack-")
         .tempdir()
         .context("cannot create the stack's state directory")?;
+    if options.keep_state {
+        store.disable_cleanup(true);
+        eprintln!("  state and logs kept in {}", store.path().display());
+    }
     let config = StackConfig {
         sampler: sampler.to_owned(),
         rust_log: options.rust_log.clone(),
@@ -380,15 +379,18 @@ async fn backlog(stack: &mut Stack, target: &Target, orders: u64) -> anyhow::Res
     Ok(result)
 }
 
-/// Email events waiting for the email service: delivered-but-unacked
-/// messages count too, as they come back if the service dies.
+/// Email events waiting for the email service: on each of its durable
+/// consumers (taken from the service's own code, so the list stays true),
+/// the messages not yet delivered plus those delivered but not acked, which
+/// come back if the service dies.
 async fn email_pending(js: &jetstream::Context) -> anyhow::Result<u64> {
     let mut total = 0;
-    for (stream, durable) in EMAIL_CONSUMERS {
+    for spec in email::consumers() {
+        let (stream, durable) = (spec.stream.name, spec.durable);
         let info = js
             .get_stream(stream)
             .await?
-            .consumer_info(durable)
+            .consumer_info(&durable)
             .await
             .with_context(|| format!("consumer {durable} on {stream}"))?;
         total += info.num_pending + u64::try_from(info.num_ack_pending)?;

@@ -286,6 +286,26 @@ pub fn service_env(config: &StackConfig, name: &str) -> BTreeMap<&'static str, S
     env
 }
 
+/// Waits for Ctrl-C or SIGTERM. The stack's processes run in process groups
+/// of their own, so neither reaches them directly: the launcher stops them in
+/// order (services first) when this returns.
+pub async fn until_stopped() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let sigterm = async {
+        match terminate.as_mut() {
+            Some(signal) => {
+                signal.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = sigterm => {}
+    }
+}
+
 /// One running process of the stack.
 struct Process {
     child: Child,

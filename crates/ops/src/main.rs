@@ -7,7 +7,14 @@
 //! ops views rebuild               # drop the read model and replay every event
 //! ```
 //!
-//! Reads `NATS_URL` (default `nats://127.0.0.1:4222`) like the services.
+//! Reads `NATS_URL` (default `nats://127.0.0.1:4222`) like the services, and
+//! logs in the same way: `NATS_USER` with `NATS_PASSWORD` or
+//! `NATS_PASSWORD_FILE`. The broker's `ops` user has exactly the rights these
+//! tools need; against `make run` or compose:
+//!
+//! ```text
+//! NATS_USER=ops NATS_PASSWORD_FILE=deploy/secrets/dev-nats-ops-password.txt ops dead-letters list
+//! ```
 
 use std::time::Duration;
 
@@ -58,7 +65,11 @@ enum Views {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-    let client = async_nats::connect(&url).await?;
+    let auth = platform::config::NatsAuth::from_env()?;
+    let client = platform::bus::connect_options(auth.as_ref())
+        .name("ops")
+        .connect(&url)
+        .await?;
     let js = async_nats::jetstream::new(client);
     match cli.command {
         Command::DeadLetters(DeadLetters::List) => {

@@ -44,9 +44,9 @@ use crate::telemetry;
 pub const ACK_WAIT: Duration = Duration::from_secs(30);
 
 /// How many times a message is delivered before it is dead-lettered. With
-/// [`nak_delay`] capped at a minute, a dependency may be down for about a
-/// quarter of an hour before its messages go to the dead-letter stream (from
-/// where `deadletters replay` sends them back).
+/// [`nak_delay`] capped at a minute, a dependency may be down for more than
+/// ten minutes before its messages go to the dead-letter stream (from where
+/// `ops dead-letters replay` sends them back).
 pub const MAX_DELIVER: i64 = 20;
 
 /// Redelivery delays after an ack timeout. JetStream uses the first entry in
@@ -379,10 +379,13 @@ async fn settle(
     }
 }
 
-/// Delay before a nak'ed message comes back: 0.5 s doubling up to a minute.
+/// Delay before a nak'ed message comes back: 0.1 s doubling up to a minute.
+/// The first retries come quickly because the commonest transient failure is
+/// an event that overtook the one it builds on (a shipment before its
+/// payment is recorded), which resolves within milliseconds.
 pub fn nak_delay(delivered: i64) -> Duration {
-    let exponent = u32::try_from(delivered.clamp(1, 8) - 1).unwrap_or(0);
-    Duration::from_millis(500 * 2u64.pow(exponent)).min(Duration::from_secs(60))
+    let exponent = u32::try_from(delivered.clamp(1, 11) - 1).unwrap_or(0);
+    Duration::from_millis(100 * 2u64.pow(exponent)).min(Duration::from_secs(60))
 }
 
 /// Header names on a dead letter.
@@ -481,9 +484,9 @@ mod tests {
 
     #[test]
     fn nak_delay_grows_and_is_capped() {
-        assert_eq!(nak_delay(1), Duration::from_millis(500));
-        assert_eq!(nak_delay(2), Duration::from_secs(1));
-        assert_eq!(nak_delay(3), Duration::from_secs(2));
+        assert_eq!(nak_delay(1), Duration::from_millis(100));
+        assert_eq!(nak_delay(2), Duration::from_millis(200));
+        assert_eq!(nak_delay(3), Duration::from_millis(400));
         assert_eq!(nak_delay(100), Duration::from_secs(60));
         let patience: Duration = (1..MAX_DELIVER).map(nak_delay).sum();
         assert!(patience > Duration::from_secs(600), "{patience:?}");

@@ -117,7 +117,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!("\nThe stack keeps running; Ctrl-C stops it.");
-    tokio::signal::ctrl_c().await?;
+    e2e::until_stopped().await;
     stack.shutdown().await;
     Ok(())
 }

@@ -43,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
         stack.mailpit_url(),
         stack.nats_monitor_url(),
     );
-    tokio::signal::ctrl_c().await?;
+    e2e::until_stopped().await;
     println!("\n  stopping: services drain first, then the infrastructure");
     stack.shutdown().await;
     Ok(())

@@ -101,6 +101,28 @@ fn every_service_has_a_compose_twin_with_the_native_configuration() {
             format!("http://jaeger:{}", Ports::DEFAULT.jaeger_otlp_http)
         );
         assert_eq!(env_str(env, "OTEL_SERVICE_NAME"), name);
+        // Each service logs in to NATS as its own user, with its password in
+        // a secret file: the same file natively as in compose.
+        let secret = format!("nats-{name}-password");
+        assert_eq!(env_str(env, "NATS_USER"), name);
+        assert_eq!(native_env["NATS_USER"], name);
+        assert_eq!(
+            env_str(env, "NATS_PASSWORD_FILE"),
+            format!("/run/secrets/{secret}")
+        );
+        assert_eq!(strings(&service["secrets"]), std::slice::from_ref(&secret));
+        let file = compose["secrets"][secret.as_str()]["file"]
+            .as_str()
+            .unwrap_or_else(|| panic!("compose declares the secret {secret}"));
+        assert_eq!(
+            repo_root().join(file.trim_start_matches("./")),
+            e2e::nats_password_file(name),
+            "{name}: compose mounts the password file the native stack uses"
+        );
+        assert_eq!(
+            native_env["NATS_PASSWORD_FILE"],
+            e2e::nats_password_file(name).display().to_string()
+        );
         if name == "email" {
             assert_eq!(
                 env_str(env, "SMTP_URL"),
@@ -207,4 +229,111 @@ fn infrastructure_matches_the_native_tools_and_ports() {
     let mounts = |name: &str| strings(&services[name]["volumes"]).join(" ");
     assert!(mounts("nats").contains("./deploy/nats.conf"));
     assert!(mounts("jaeger").contains("./deploy/jaeger.yaml"));
+}
+
+#[test]
+fn credentials_travel_as_secrets_and_every_container_is_hardened() {
+    let compose = compose();
+    let services = compose["services"].as_mapping().expect("services");
+    for (name, service) in services {
+        let name = name.as_str().unwrap_or_default();
+        // No password in any environment block: only the path of a file.
+        for (key, value) in service["environment"].as_mapping().into_iter().flatten() {
+            let key = key.as_str().unwrap_or_default();
+            let value = value.as_str().unwrap_or_default();
+            assert!(
+                !key.contains("PASSWORD") || key.ends_with("_FILE"),
+                "{name} sets {key} in its environment"
+            );
+            assert!(
+                !value.contains("password") || key.ends_with("_FILE"),
+                "{name}: {key}"
+            );
+        }
+        // Read-only root, no capabilities, no privilege escalation.
+        assert_eq!(
+            service["read_only"].as_bool(),
+            Some(true),
+            "{name} is read-only"
+        );
+        assert!(
+            strings(&service["cap_drop"]).contains(&"ALL".to_owned()),
+            "{name} drops every capability"
+        );
+        assert!(
+            strings(&service["security_opt"]).contains(&"no-new-privileges:true".to_owned()),
+            "{name} cannot gain privileges"
+        );
+    }
+
+    // nats-server gets every user's password, and only as secrets that its
+    // entrypoint exports for deploy/nats.conf.
+    let nats = &compose["services"]["nats"];
+    let secrets: BTreeSet<String> = strings(&nats["secrets"]).into_iter().collect();
+    let expected: BTreeSet<String> = e2e::NATS_USERS
+        .iter()
+        .map(|user| format!("nats-{user}-password"))
+        .collect();
+    assert_eq!(secrets, expected);
+    for user in e2e::NATS_USERS {
+        let file = compose["secrets"][format!("nats-{user}-password").as_str()]["file"]
+            .as_str()
+            .unwrap_or_default();
+        assert_eq!(
+            repo_root().join(file.trim_start_matches("./")),
+            e2e::nats_password_file(user)
+        );
+        assert!(
+            file.contains("/dev-"),
+            "{file} is named as a development-only secret"
+        );
+    }
+    assert!(
+        strings(&nats["entrypoint"])
+            .join(" ")
+            .contains("/etc/nats/entrypoint.sh")
+    );
+    assert!(
+        strings(&nats["volumes"])
+            .iter()
+            .any(|v| v.starts_with("./deploy/nats-entrypoint.sh:/etc/nats/entrypoint.sh"))
+    );
+    let script = std::fs::read_to_string(repo_root().join("deploy/nats-entrypoint.sh"))
+        .expect("deploy/nats-entrypoint.sh");
+    let users = script
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("for user in "))
+        .and_then(|l| l.strip_suffix("; do"))
+        .expect("the entrypoint loops over the users");
+    assert_eq!(
+        users.split_whitespace().collect::<Vec<_>>(),
+        e2e::NATS_USERS
+    );
+
+    // Images: a numeric non-root user, and nothing from deploy/ (where the
+    // development secrets live) in the build context.
+    let dockerfile = std::fs::read_to_string(repo_root().join("Dockerfile")).expect("Dockerfile");
+    let runtime = dockerfile
+        .split("AS runtime")
+        .nth(1)
+        .expect("a runtime stage");
+    assert!(
+        runtime.contains("USER 65532:65532"),
+        "the runtime runs as non-root"
+    );
+    for line in dockerfile
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+    {
+        assert!(
+            !line.to_lowercase().contains("password") && !line.contains("secrets"),
+            "no credentials in the Dockerfile: {line}"
+        );
+    }
+    let ignored =
+        std::fs::read_to_string(repo_root().join(".dockerignore")).expect(".dockerignore");
+    assert!(
+        ignored.lines().any(|l| l.trim() == "deploy"),
+        ".dockerignore keeps deploy/ out of the build context"
+    );
 }

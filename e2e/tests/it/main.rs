@@ -5,8 +5,11 @@
 
 mod bad_input;
 mod compose;
+mod contract;
 mod faults;
 mod flow;
 mod helpers;
+mod props;
 mod saga;
+mod security;
 mod tracing;

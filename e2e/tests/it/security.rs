@@ -96,8 +96,14 @@ fn needed_by(service: &str) -> (BTreeSet<String>, BTreeSet<String>) {
         "order" => (
             order::consumers(),
             vec![order::view::VIEWS_BUCKET],
-            // The event store replays an order by direct gets.
-            vec![format!("$JS.API.DIRECT.GET.{}", streams::ORDERS.name)],
+            vec![
+                // The event store replays an order by direct gets.
+                format!("$JS.API.DIRECT.GET.{}", streams::ORDERS.name),
+                // `GET /orders` lists the views' keys with an ephemeral
+                // ordered consumer, and answers its flow control.
+                format!("$JS.API.CONSUMER.CREATE.KV_{}", order::view::VIEWS_BUCKET),
+                format!("$JS.FC.KV_{}.>", order::view::VIEWS_BUCKET),
+            ],
         ),
         "payment" => (
             payment::consumers(),
@@ -164,17 +170,17 @@ fn nats_conf_grants_each_service_exactly_what_its_code_uses() {
             unused.is_empty(),
             "{service} is granted what its code does not use; tighten nats.conf: {unused:#?}"
         );
-        assert_eq!(grants.subscribe, subscribe, "{service} subscribes to its inbox only");
+        assert_eq!(
+            grants.subscribe, subscribe,
+            "{service} subscribes to its inbox only"
+        );
     }
 }
 
 #[test]
 fn nats_conf_has_no_anonymous_access_and_no_literal_password() {
     let (code, users) = nats_conf();
-    assert!(
-        !code.contains("no_auth_user"),
-        "no anonymous fallback user"
-    );
+    assert!(!code.contains("no_auth_user"), "no anonymous fallback user");
     assert!(!code.contains("token"), "no shared token");
     let names: BTreeSet<&str> = users.keys().map(String::as_str).collect();
     assert_eq!(names, BTreeSet::from(NATS_USERS));
@@ -343,7 +349,9 @@ async fn anonymous_and_wrong_password_connections_are_refused() {
         async move {
             tokio::time::timeout(
                 Duration::from_secs(10),
-                options.connection_timeout(Duration::from_secs(2)).connect(url),
+                options
+                    .connection_timeout(Duration::from_secs(2))
+                    .connect(url),
             )
             .await
             .expect("the broker answers")
@@ -473,23 +481,27 @@ async fn each_service_works_as_its_own_user_without_a_single_violation() {
         "{}/connz?auth=true&limit=1024",
         app.stack.nats_monitor_url()
     );
-    let users = wait_for("four logged-in services", Duration::from_secs(10), || async {
-        let body: Value = app.http.get(&connz).send().await.ok()?.json().await.ok()?;
-        let users: BTreeMap<String, String> = body["connections"]
-            .as_array()?
-            .iter()
-            .filter_map(|c| {
-                Some((
-                    c["name"].as_str()?.to_owned(),
-                    c["authorized_user"].as_str()?.to_owned(),
-                ))
-            })
-            .collect();
-        SERVICES
-            .iter()
-            .all(|s| users.contains_key(*s))
-            .then_some(users)
-    })
+    let users = wait_for(
+        "four logged-in services",
+        Duration::from_secs(10),
+        || async {
+            let body: Value = app.http.get(&connz).send().await.ok()?.json().await.ok()?;
+            let users: BTreeMap<String, String> = body["connections"]
+                .as_array()?
+                .iter()
+                .filter_map(|c| {
+                    Some((
+                        c["name"].as_str()?.to_owned(),
+                        c["authorized_user"].as_str()?.to_owned(),
+                    ))
+                })
+                .collect();
+            SERVICES
+                .iter()
+                .all(|s| users.contains_key(*s))
+                .then_some(users)
+        },
+    )
     .await
     .expect("connections listed");
     for service in SERVICES {
@@ -505,8 +517,11 @@ async fn each_service_works_as_its_own_user_without_a_single_violation() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_ops_user_lists_and_replays_dead_letters_but_publishes_no_events() {
+async fn the_ops_user_does_its_jobs_but_publishes_no_events() {
     let app = spawn_app().await;
+    let email = customer();
+    let placed = app.place_order(&email, "tok_visa").await;
+    app.wait_for_status(&placed.order_id, "shipped").await;
     // A poison event, forged with full rights, that payment dead-letters.
     let admin = jetstream::new(app.stack.connect_admin().await.expect("admin"));
     let id = uuid::Uuid::new_v4().to_string();
@@ -547,4 +562,20 @@ async fn the_ops_user_lists_and_replays_dead_letters_but_publishes_no_events() {
     .await;
     assert!(stored.is_err(), "ops cannot place orders: {stored:?}");
     violation(&mut errors, "Publish", &forged).await;
+
+    // It rebuilds the read model, and the order comes back as it was.
+    let rebuilt = ops::views::rebuild(&js, Duration::from_secs(60))
+        .await
+        .expect("ops rebuilds the views");
+    assert!(rebuilt.dropped >= 1, "{rebuilt:?}");
+    app.wait_for_status(&placed.order_id, "shipped").await;
+
+    // The forged order is the only thing the broker refused it.
+    let log = std::fs::read_to_string(app.stack.config.state_dir.join("logs/nats.log"))
+        .expect("nats log");
+    let violations: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Violation") && !l.contains(&forged))
+        .collect();
+    assert!(violations.is_empty(), "{violations:#?}");
 }

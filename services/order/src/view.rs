@@ -20,11 +20,14 @@ use crate::domain::{Order, Status};
 pub const VIEWS_BUCKET: &str = "orders_view";
 
 /// An order as `GET /orders/{id}` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderView {
+    #[schema(value_type = String, format = Uuid)]
     pub order_id: OrderId,
+    #[schema(value_type = crate::api::openapi::OrderStatus)]
     pub status: Status,
     pub customer_email: String,
+    #[schema(value_type = Vec<crate::api::openapi::LineItem>)]
     pub items: Vec<LineItem>,
     pub total_cents: u64,
     pub payment_id: Option<String>,

@@ -26,12 +26,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 use tower_http::trace::TraceLayer;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::Order;
 use crate::domain::{Command, Rejection};
 use crate::store::{EventStore, StoreError};
 use crate::view;
 
+pub mod openapi;
 pub mod problem;
 pub mod request;
 
@@ -50,6 +52,8 @@ pub fn router(order: Arc<Order>) -> Router {
         .route("/orders", post(place_order).get(list_orders))
         .route("/orders/{id}", get(get_order))
         .route("/orders/{id}/cancel", post(cancel_order))
+        .route("/openapi.json", get(openapi::spec))
+        .merge(openapi::docs())
         .route("/orders/{id}/events", get(get_events))
         .fallback(|| async { Problem::not_found("no such resource") })
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
@@ -83,8 +87,9 @@ pub fn router(order: Arc<Order>) -> Router {
 }
 
 /// The answer to a placed order.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Placed {
+    #[schema(value_type = String, format = Uuid)]
     order_id: OrderId,
     status: &'static str,
     trace_id: String,
@@ -116,6 +121,27 @@ fn ready(order: &Order) -> Result<&(EventStore, async_nats::jetstream::kv::Store
 }
 
 /// `POST /orders`.
+#[utoipa::path(
+    post,
+    path = "/orders",
+    tag = "orders",
+    summary = "Place an order",
+    description = "Validates the order and stores `OrderPlaced` durably before answering 202. \
+        With an `Idempotency-Key`, a repeat of the same order gets the first answer, and a \
+        different order under the same key is refused.",
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes retries safe: the same key and body place one order")),
+    request_body(content = openapi::OrderRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Stored; the rest happens asynchronously", body = Placed,
+            headers(("Location" = String, description = "The order's URL"))),
+        (status = 400, description = "Unreadable body or header", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or an Idempotency-Key reused for another order", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The broker cannot durably take the order; retry later", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 async fn place_order(
     State(order): State<Arc<Order>>,
     headers: HeaderMap,
@@ -242,7 +268,13 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Problem> {
         return Ok(None);
     };
     match value.to_str() {
-        Ok(key) if !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY_LEN => Ok(Some(key)),
+        Ok(key)
+            if !key.is_empty()
+                && key.len() <= MAX_IDEMPOTENCY_KEY_LEN
+                && key.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(Some(key))
+        }
         _ => Err(Problem::bad_request(
             "invalid Idempotency-Key",
             vec![FieldError::new(
@@ -259,10 +291,11 @@ fn parse_id(id: &str) -> Result<OrderId, Problem> {
 }
 
 /// How long `GET /orders/{id}?min_position=` waits for the view to catch up.
-pub const MIN_POSITION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+pub const MIN_POSITION_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The query of `GET /orders/{id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ViewQuery {
     /// Answer only with a view that reflects at least this event-store
     /// position (read-your-writes): the `position` a write returned.
@@ -273,6 +306,23 @@ struct ViewQuery {
 /// `position` (also in the `Order-Position` header) says which event it
 /// reflects; `min_position` waits, for a bounded time, until it reflects at
 /// least that one.
+#[utoipa::path(
+    get,
+    path = "/orders/{id}",
+    tag = "orders",
+    summary = "Read an order (the read model)",
+    params(("id" = String, Path, description = "The order id"), ViewQuery),
+    responses(
+        (status = 200, description = "The order as of `position`", body = view::OrderView,
+            headers(("Order-Position" = u64, description = "The event-store position the view reflects"))),
+        (status = 400, description = "Invalid query", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The view has not reached `min_position` in time: retry", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+        (status = 503, description = "The store is unreachable", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 async fn get_order(
     State(order): State<Arc<Order>>,
     Path(id): Path<String>,
@@ -304,7 +354,7 @@ async fn get_order(
             }
             seen if tokio::time::Instant::now() >= deadline => {
                 let at = seen.map_or(0, |v| v.position);
-                return Err(Problem::unavailable(format!(
+                return Err(Problem::behind(format!(
                     "the read model reflects position {at} of order `{order_id}`, not yet {wanted}; retry shortly"
                 )));
             }
@@ -316,8 +366,9 @@ async fn get_order(
 }
 
 /// The answer to an accepted cancellation.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Cancelled {
+    #[schema(value_type = String, format = Uuid)]
     order_id: OrderId,
     status: &'static str,
     position: u64,
@@ -325,6 +376,21 @@ struct Cancelled {
 
 /// `POST /orders/{id}/cancel`: allowed until the order has shipped. Cancelling
 /// twice is fine and answers the same.
+#[utoipa::path(
+    post,
+    path = "/orders/{id}/cancel",
+    tag = "orders",
+    summary = "Cancel an order",
+    description = "Allowed until the order has shipped. A charged order is refunded and a scheduled shipment recalled, asynchronously.",
+    params(("id" = String, Path, description = "The order id")),
+    responses(
+        (status = 202, description = "Cancelled (or already cancelled)", body = Cancelled),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Too late: the order has shipped", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The broker is unreachable; nothing changed", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 async fn cancel_order(
     State(order): State<Arc<Order>>,
     Path(id): Path<String>,
@@ -365,19 +431,28 @@ async fn cancel_order(
     }
 }
 
+/// The largest `offset` of `GET /orders`.
+pub const MAX_OFFSET: usize = 1_000_000;
+
 /// The query of `GET /orders`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only this customer's orders.
     customer_email: Option<String>,
+    /// Only orders in this status.
+    #[param(value_type = Option<openapi::OrderStatus>)]
     status: Option<String>,
     /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<usize>,
     /// How many matching orders to skip.
+    #[param(minimum = 0, maximum = 1000000)]
     offset: Option<usize>,
 }
 
 /// One page of orders.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Page {
     orders: Vec<view::OrderView>,
     /// The `offset` of the next page, if there is one.
@@ -385,6 +460,20 @@ struct Page {
 }
 
 /// `GET /orders?customer_email=&status=&limit=&offset=`: newest first.
+#[utoipa::path(
+    get,
+    path = "/orders",
+    tag = "orders",
+    summary = "List orders (the read model)",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page, newest first", body = Page),
+        (status = 400, description = "Unreadable query", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid query values", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unreachable", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 async fn list_orders(
     State(order): State<Arc<Order>>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -399,6 +488,12 @@ async fn list_orders(
     let mut errors = Vec::new();
     if !(1..=100).contains(&limit) {
         errors.push(FieldError::new("limit", "must be between 1 and 100"));
+    }
+    if query.offset.is_some_and(|o| o > MAX_OFFSET) {
+        errors.push(FieldError::new(
+            "offset",
+            format!("must be at most {MAX_OFFSET}"),
+        ));
     }
     if let Some(status) = &query.status
         && !["placed", "paid", "shipped", "cancelled"].contains(&status.as_str())
@@ -440,7 +535,7 @@ async fn list_orders(
 }
 
 /// One entry of an order's history.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct HistoryEntry {
     sequence: u64,
     id: String,
@@ -450,16 +545,31 @@ struct HistoryEntry {
     #[serde(with = "time::serde::rfc3339")]
     time: OffsetDateTime,
     trace_id: Option<String>,
+    #[schema(value_type = Object)]
     data: Value,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct History {
+    #[schema(value_type = String, format = Uuid)]
     order_id: OrderId,
     events: Vec<HistoryEntry>,
 }
 
 /// `GET /orders/{id}/events`: the audit log, straight from the event store.
+#[utoipa::path(
+    get,
+    path = "/orders/{id}/events",
+    tag = "orders",
+    summary = "An order's history (the event store)",
+    params(("id" = String, Path, description = "The order id")),
+    responses(
+        (status = 200, description = "Every event of the order, oldest first", body = History),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The event store is unreachable", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 async fn get_events(
     State(order): State<Arc<Order>>,
     Path(id): Path<String>,

@@ -14,7 +14,7 @@ pub const CONTENT_TYPE: &str = "application/problem+json";
 
 /// One invalid field of a request, named by its JSON path
 /// (`items[0].quantity`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -30,13 +30,15 @@ impl FieldError {
 }
 
 /// An RFC 9457 problem document.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
+    /// A URI reference naming the kind of problem.
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub title: &'static str,
     pub status: u16,
     pub detail: String,
+    /// One entry per invalid field, for 400 and 422.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
     /// Seconds after which a retry may succeed (sent as `Retry-After`).
@@ -131,6 +133,19 @@ impl Problem {
             "Too late for that",
             detail.into(),
         )
+    }
+
+    /// The read model has not caught up with the position the client asked
+    /// for: a conflict with the resource's current state, worth a retry.
+    pub fn behind(detail: impl Into<String>) -> Self {
+        let mut problem = Self::new(
+            StatusCode::CONFLICT,
+            "/problems/view-behind",
+            "The read model has not caught up yet",
+            detail.into(),
+        );
+        problem.retry_after = Some(1);
+        problem
     }
 
     /// The broker cannot durably take the request right now.
