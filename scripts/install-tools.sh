@@ -27,12 +27,16 @@
 # compose image has the full UI.
 #
 # To bump a tool: cd tools/<name> && go get -tool <pkg>@<new version> && go mod tidy
+#
+# Two tools are not Go programs: `schemathesis` (Python, see
+# install_python_tools) and `asyncapi`, the official AsyncAPI parser from npm
+# that validates docs/asyncapi.yaml (see install_asyncapi).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="$repo/.tools/bin"
 default_tools=(nats-server jaeger mailpit)
-all_tools=(nats-server jaeger mailpit natscli schemathesis)
+all_tools=(nats-server jaeger mailpit natscli schemathesis asyncapi)
 
 log() { printf 'install-tools: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -114,10 +118,43 @@ install_python_tools() {
     log "schemathesis: done in $((SECONDS - start))s"
 }
 
+# The AsyncAPI parser (@asyncapi/parser, which the end-to-end tests run on
+# docs/asyncapi.yaml through tools/asyncapi/validate.mjs) is pinned with its
+# whole dependency tree by tools/asyncapi/package-lock.json. `npm ci` installs
+# exactly that tree, without running any package's install scripts, into
+# .tools/asyncapi/node_modules, where validate.mjs looks for it. The copy is
+# redone only when package.json or the lock file changes.
+install_asyncapi() {
+    local src="$repo/tools/asyncapi" dest="$repo/.tools/asyncapi"
+    local stamp="$dest/.lock-sha256" want
+    want="$(cat "$src/package.json" "$src/package-lock.json" | sha256sum | cut -d' ' -f1)"
+    if [ -f "$dest/node_modules/@asyncapi/parser/package.json" ] && [ -f "$stamp" ] &&
+        [ "$(cat "$stamp")" = "$want" ]; then
+        log "asyncapi: already installed ($dest)"
+        return 0
+    fi
+    command -v node >/dev/null 2>&1 || die "'node' not found on PATH (needed for the AsyncAPI parser; install Node.js >= 18)"
+    command -v npm >/dev/null 2>&1 || die "'npm' not found on PATH (needed for the AsyncAPI parser; it comes with Node.js)"
+    local start=$SECONDS
+    log "asyncapi: installing tools/asyncapi/package-lock.json -> $dest/node_modules"
+    mkdir -p "$dest"
+    # A stale stamp must not survive a failed install.
+    rm -f "$stamp"
+    cp "$src/package.json" "$src/package-lock.json" "$dest/"
+    (cd "$dest" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error) ||
+        die "asyncapi: 'npm ci' failed in $dest"
+    printf '%s\n' "$want" >"$stamp"
+    log "asyncapi: done in $((SECONDS - start))s"
+}
+
 go_tools=()
 for t in "${tools[@]}"; do
     if [ "$t" = schemathesis ]; then
         install_python_tools
+        continue
+    fi
+    if [ "$t" = asyncapi ]; then
+        install_asyncapi
         continue
     fi
     [ -f "$repo/tools/$t/go.mod" ] || { usage; die "unknown tool '$t' (no tools/$t/go.mod)"; }

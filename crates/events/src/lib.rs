@@ -13,17 +13,22 @@
 //! - [`decode`] turns raw headers and bytes into a typed event or a
 //!   [`DecodeError`] that says exactly what was wrong, which the consumer
 //!   dead-letters instead of crashing.
+//! - [`asyncapi`] describes all of the above as an AsyncAPI 3.0 document,
+//!   generated from these very types so that it cannot drift from them.
 //!
 //! The crate deliberately knows nothing about NATS: it is pure data, so it can
 //! be unit-tested, fuzzed and shared without dragging a client library along.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+pub mod asyncapi;
 pub mod streams;
 
 /// The CloudEvents specification version every event is published with.
@@ -95,8 +100,34 @@ impl FromStr for OrderId {
     }
 }
 
+/// Written by hand because the derive would describe the wrapper, while on
+/// the wire an order id is just its UUID string (`#[serde(transparent)]`).
+impl JsonSchema for OrderId {
+    fn schema_name() -> Cow<'static, str> {
+        "OrderId".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "format": "uuid",
+            "description": "The identity of an order. Every event carries one and every subject contains it."
+        })
+    }
+}
+
+/// The schema of a timestamp field. The fields are written with
+/// `time::serde::rfc3339`, which schemars cannot see through (it would take
+/// the module path for a type), so each one names this function instead.
+fn rfc3339(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "format": "date-time"
+    })
+}
+
 /// One line of an order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct LineItem {
     pub sku: String,
     pub quantity: u32,
@@ -104,7 +135,7 @@ pub struct LineItem {
 }
 
 /// A customer placed an order. Published by `order`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderPlaced {
     pub order_id: OrderId,
     pub customer_email: String,
@@ -114,16 +145,24 @@ pub struct OrderPlaced {
     /// never card data itself.
     pub payment_token: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(schema_with = "rfc3339")]
     pub placed_at: OffsetDateTime,
 }
 
 /// The order service recorded the payment for an order. Published by `order`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Shipping ships on this event rather than on payment's own
+/// `PaymentProcessed`: by then the order's history holds the payment, so the
+/// shipment can never overtake it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderPaid {
     pub order_id: OrderId,
+    /// Carried along so that shipping, which ships on this event, needs no
+    /// lookup of its own.
+    pub customer_email: String,
     pub payment_id: String,
     pub amount_cents: u64,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(schema_with = "rfc3339")]
     pub paid_at: OffsetDateTime,
 }
 
@@ -131,35 +170,38 @@ pub struct OrderPaid {
 /// The shipping email follows this event rather than shipping's own
 /// `OrderShipped`, so the customer hears "shipped" only for an order whose
 /// history says so (never for one cancelled in the meantime).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderFulfilled {
     pub order_id: OrderId,
     pub customer_email: String,
     pub tracking_number: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(schema_with = "rfc3339")]
     pub shipped_at: OffsetDateTime,
 }
 
 /// The order was cancelled, by the customer or because its payment was
 /// declined. Published by `order`; payment refunds and shipping recalls in
 /// answer (the saga's compensation).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderCancelled {
     pub order_id: OrderId,
     pub customer_email: String,
     pub reason: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(schema_with = "rfc3339")]
     pub cancelled_at: OffsetDateTime,
 }
 
 /// The order service recorded a refund of a cancelled order. Published by
 /// `order`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderRefunded {
     pub order_id: OrderId,
     pub refund_id: String,
     pub amount_cents: u64,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(schema_with = "rfc3339")]
     pub refunded_at: OffsetDateTime,
 }
 
@@ -167,28 +209,30 @@ pub struct OrderRefunded {
 ///
 /// It carries the customer's address so that downstream services need no
 /// lookup of their own (event-carried state transfer).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PaymentProcessed {
     pub order_id: OrderId,
     pub payment_id: String,
     pub customer_email: String,
     pub amount_cents: u64,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(schema_with = "rfc3339")]
     pub processed_at: OffsetDateTime,
 }
 
 /// The gateway declined the charge. Published by `payment`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PaymentFailed {
     pub order_id: OrderId,
     pub customer_email: String,
     pub reason: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(schema_with = "rfc3339")]
     pub failed_at: OffsetDateTime,
 }
 
 /// The charge of a cancelled order was refunded. Published by `payment`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PaymentRefunded {
     pub order_id: OrderId,
     pub refund_id: String,
@@ -196,31 +240,34 @@ pub struct PaymentRefunded {
     pub customer_email: String,
     pub amount_cents: u64,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(schema_with = "rfc3339")]
     pub refunded_at: OffsetDateTime,
 }
 
 /// A shipment was scheduled for a paid order. Published by `shipping`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderShipped {
     pub order_id: OrderId,
     pub customer_email: String,
     pub tracking_number: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(schema_with = "rfc3339")]
     pub shipped_at: OffsetDateTime,
 }
 
 /// A scheduled shipment was called back because its order was cancelled.
 /// Published by `shipping`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ShipmentCancelled {
     pub order_id: OrderId,
     pub tracking_number: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(schema_with = "rfc3339")]
     pub cancelled_at: OffsetDateTime,
 }
 
 /// Which email the customer got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EmailKind {
     OrderConfirmation,
@@ -241,13 +288,14 @@ impl EmailKind {
 }
 
 /// An email went out. Published by `email`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct EmailSent {
     pub order_id: OrderId,
     pub kind: EmailKind,
     pub to: String,
     pub subject: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(schema_with = "rfc3339")]
     pub sent_at: OffsetDateTime,
 }
 

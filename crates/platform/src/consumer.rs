@@ -37,6 +37,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::bus::Bus;
 use crate::config::ConsumerSpans;
+use crate::health::Readiness;
 use crate::telemetry;
 
 /// How long the broker waits for an ack before redelivering. Long enough for
@@ -139,11 +140,19 @@ pub async fn run<H: Handler>(
     handler: Arc<H>,
     spans: ConsumerSpans,
     shutdown: CancellationToken,
+    readiness: Readiness,
 ) {
     let replays = spec.replays();
     tokio::join!(
-        run_one(bus.clone(), spec, handler.clone(), spans, shutdown.clone()),
-        run_one(bus, replays, handler, spans, shutdown),
+        run_one(
+            bus.clone(),
+            spec,
+            handler.clone(),
+            spans,
+            shutdown.clone(),
+            readiness.clone()
+        ),
+        run_one(bus, replays, handler, spans, shutdown, readiness),
     );
 }
 
@@ -153,9 +162,12 @@ async fn run_one<H: Handler>(
     handler: Arc<H>,
     spans: ConsumerSpans,
     shutdown: CancellationToken,
+    readiness: Readiness,
 ) {
+    // Readiness counts each consumer once, when it first exists.
+    let mut bound = Some(readiness);
     while !shutdown.is_cancelled() {
-        match consume(&bus, &spec, &handler, spans, &shutdown).await {
+        match consume(&bus, &spec, &handler, spans, &shutdown, &mut bound).await {
             Ok(()) => break,
             Err(error) => {
                 tracing::warn!(
@@ -196,11 +208,15 @@ async fn consume<H: Handler>(
     handler: &Arc<H>,
     spans: ConsumerSpans,
     shutdown: &CancellationToken,
+    bound: &mut Option<Readiness>,
 ) -> anyhow::Result<()> {
     let stream = bus.jetstream().get_stream(spec.stream.name).await?;
     let consumer: PullConsumer = stream
         .get_or_create_consumer(&spec.durable, consumer_config(spec))
         .await?;
+    if let Some(readiness) = bound.take() {
+        readiness.consumer_bound();
+    }
     let batch = spec.concurrency.max(1);
     let mut messages = consumer
         .stream()

@@ -9,7 +9,7 @@
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -24,6 +24,10 @@ use crate::bus::Bus;
 pub struct Readiness {
     bus: Bus,
     set_up: Arc<AtomicBool>,
+    /// Durable consumers not yet bound on the broker. A service is ready only
+    /// once all exist, so that events published from then on are kept for
+    /// it even if it goes down straight away.
+    unbound: Arc<AtomicUsize>,
 }
 
 impl Readiness {
@@ -31,16 +35,28 @@ impl Readiness {
         Self {
             bus,
             set_up: Arc::new(AtomicBool::new(false)),
+            unbound: Arc::new(AtomicUsize::new(0)),
         }
     }
 
-    /// Marks the start-up work (streams, buckets) as done.
-    pub fn mark_set_up(&self) {
+    /// Marks the start-up work (streams, buckets) as done, with `consumers`
+    /// durable consumers still to bind.
+    pub fn mark_set_up(&self, consumers: usize) {
+        self.unbound.fetch_add(consumers, Ordering::AcqRel);
         self.set_up.store(true, Ordering::Release);
     }
 
+    /// Notes that one durable consumer exists on the broker.
+    pub fn consumer_bound(&self) {
+        let _ = self
+            .unbound
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
     pub fn is_ready(&self) -> bool {
-        self.set_up.load(Ordering::Acquire) && self.bus.is_connected()
+        self.set_up.load(Ordering::Acquire)
+            && self.unbound.load(Ordering::Acquire) == 0
+            && self.bus.is_connected()
     }
 }
 

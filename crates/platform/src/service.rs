@@ -140,13 +140,18 @@ pub async fn ensure_streams(bus: &Bus, defs: &[events::streams::StreamDef]) -> a
 
 /// Runs every consumer of a service with one shared handler until shutdown,
 /// then returns once all of them have drained.
+///
+/// Marks the service set up, and `/readyz` turns ready once every durable
+/// consumer (and its replay twin) is bound on the broker.
 pub async fn consume<H: crate::consumer::Handler>(
     bus: &Bus,
     settings: &Settings,
     shutdown: &CancellationToken,
+    readiness: &health::Readiness,
     handler: std::sync::Arc<H>,
     specs: Vec<crate::ConsumerSpec>,
 ) {
+    readiness.mark_set_up(2 * specs.len());
     let mut consumers = tokio::task::JoinSet::new();
     for spec in specs {
         consumers.spawn(crate::consumer::run(
@@ -155,6 +160,7 @@ pub async fn consume<H: crate::consumer::Handler>(
             handler.clone(),
             settings.consumer_spans,
             shutdown.clone(),
+            readiness.clone(),
         ));
     }
     while consumers.join_next().await.is_some() {}

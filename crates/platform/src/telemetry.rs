@@ -18,7 +18,7 @@ use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry::{Context, global};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
 use tracing::Subscriber;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::fmt::format::{DefaultFields, Format, Full, Writer};
@@ -42,8 +42,25 @@ pub fn init(service: &'static str) -> anyhow::Result<Telemetry> {
         .with_http()
         .build()?;
     let service_name = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| service.to_owned());
+    // Under load a service finishes thousands of spans a second (about ten
+    // per order and service); the SDK's default queue of 2048 would overflow
+    // and drop spans between exports. A deeper queue and larger, more
+    // frequent batches keep every span at a bounded cost (at most
+    // `max_queue_size` spans held in memory). The standard OTEL_BSP_*
+    // variables still override these defaults.
+    let batch = BatchConfigBuilder::default()
+        .with_max_queue_size(env_or("OTEL_BSP_MAX_QUEUE_SIZE", 32_768))
+        .with_max_export_batch_size(env_or("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 2_048))
+        .with_scheduled_delay(std::time::Duration::from_millis(env_or(
+            "OTEL_BSP_SCHEDULE_DELAY",
+            1_000,
+        )))
+        .build();
+    let processor = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(batch)
+        .build();
     let provider = SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
+        .with_span_processor(processor)
         .with_resource(Resource::builder().with_service_name(service_name).build())
         .build();
     let tracer = provider.tracer(service);
@@ -68,6 +85,14 @@ pub fn init(service: &'static str) -> anyhow::Result<Telemetry> {
         )
         .try_init()?;
     Ok(Telemetry { provider })
+}
+
+/// A numeric setting from the environment, or its default.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 impl Telemetry {

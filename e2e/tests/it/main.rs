@@ -3,6 +3,7 @@
 //! tools (`make tools`) and the service binaries (`cargo build --workspace
 //! --bins`); `make test` does both.
 
+mod asyncapi;
 mod bad_input;
 mod compose;
 mod contract;

@@ -10,7 +10,7 @@ use crate::helpers::{Span, TRACE_DEADLINE, customer, services, spawn_app, spawn_
 /// service's projection sees its own three events.
 const SHIPPED_ORDER_CONSUMERS: &[&str] = &[
     "payment-on-order-events",
-    "shipping-on-payment-processed",
+    "shipping-on-order-events",
     "order-on-payment-outcome",
     "order-on-order-shipped",
     "email-on-order-events",

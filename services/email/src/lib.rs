@@ -109,7 +109,6 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     })
     .await;
     if let Some(sent) = set_up {
-        readiness.mark_set_up();
         let email = Arc::new(Email {
             bus: bus.clone(),
             sent,
@@ -122,7 +121,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             ),
             local: send::Local::default(),
         });
-        service::consume(&bus, &settings, &shutdown, email, consumers()).await;
+        service::consume(&bus, &settings, &shutdown, &readiness, email, consumers()).await;
     }
     http.await?
 }

@@ -171,6 +171,7 @@ pub fn decide(state: Option<&Order>, command: Command) -> Result<Vec<Event>, Rej
         } => match order.status {
             Placed => Ok(vec![Event::OrderPaid(OrderPaid {
                 order_id,
+                customer_email: order.customer_email.clone(),
                 payment_id,
                 amount_cents,
                 paid_at: at,

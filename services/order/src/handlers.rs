@@ -38,11 +38,11 @@ pub async fn on_outcome(service: &Order, delivery: &Delivery) -> Result<(), Hand
     let cause = delivery.envelope.id.to_string();
     match service.store()?.execute(order_id, command, &cause).await {
         Ok(Outcome { changed: true, .. }) => {
-            tracing::info!(%order_id, "order updated");
+            tracing::debug!(%order_id, "order updated");
             Ok(())
         }
         Ok(Outcome { changed: false, .. }) => {
-            tracing::info!(%order_id, "nothing to record");
+            tracing::debug!(%order_id, "nothing to record");
             Ok(())
         }
         Err(error @ (StoreError::Unavailable(_) | StoreError::Contended)) => {

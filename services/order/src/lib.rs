@@ -127,8 +127,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     if let Some(ready) = set_up {
         // `set` fails only if called twice, and this is the one call.
         let _ = order.ready.set(ready);
-        readiness.mark_set_up();
-        service::consume(&bus, &settings, &shutdown, order, consumers()).await;
+        service::consume(&bus, &settings, &shutdown, &readiness, order, consumers()).await;
     }
     http.await?
 }

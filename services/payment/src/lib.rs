@@ -82,13 +82,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     })
     .await;
     if let Some((charges, refunds)) = set_up {
-        readiness.mark_set_up();
         let payment = Arc::new(Payment {
             bus: bus.clone(),
             charges,
             refunds,
         });
-        service::consume(&bus, &settings, &shutdown, payment, consumers()).await;
+        service::consume(&bus, &settings, &shutdown, &readiness, payment, consumers()).await;
     }
     http.await?
 }

@@ -1,6 +1,6 @@
 //! The shipping service: schedules one shipment for each paid order.
 //!
-//! It consumes `PaymentProcessed` and publishes `OrderShipped` with a
+//! It consumes the order's `OrderPaid` and publishes `OrderShipped` with a
 //! tracking number; it consumes `OrderCancelled` and makes sure the order
 //! never ships, recalling a scheduled shipment (`ShipmentCancelled`). One
 //! key-value record per order, written create-if-absent before anything is
@@ -19,7 +19,7 @@ use platform::{Bus, Delivery, HandlerError, Settings};
 use tokio_util::sync::CancellationToken;
 
 mod on_order_cancelled;
-mod on_payment_processed;
+mod on_order_paid;
 
 pub const SERVICE: &str = "shipping";
 pub const DEFAULT_PORT: u16 = 8082;
@@ -55,7 +55,7 @@ pub struct Shipping {
 impl Handler for Shipping {
     async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
         match &delivery.event {
-            events::Event::PaymentProcessed(paid) => on_payment_processed::handle(self, paid).await,
+            events::Event::OrderPaid(paid) => on_order_paid::handle(self, paid).await,
             events::Event::OrderCancelled(cancelled) => {
                 on_order_cancelled::handle(self, cancelled).await
             }
@@ -66,20 +66,18 @@ impl Handler for Shipping {
 
 /// The consumers this service runs.
 pub fn consumers() -> Vec<ConsumerSpec> {
-    vec![
-        ConsumerSpec {
-            stream: &streams::PAYMENTS,
-            durable: "shipping-on-payment-processed".into(),
-            filter_subjects: vec![EventKind::PaymentProcessed.subject_filter()],
-            concurrency: 32,
-        },
-        ConsumerSpec {
-            stream: &streams::ORDERS,
-            durable: "shipping-on-order-cancelled".into(),
-            filter_subjects: vec![EventKind::OrderCancelled.subject_filter()],
-            concurrency: 32,
-        },
-    ]
+    // One consumer for both facts: they live on the same order's subjects in
+    // one stream, so for each order the payment is seen before a later
+    // cancellation.
+    vec![ConsumerSpec {
+        stream: &streams::ORDERS,
+        durable: "shipping-on-order-events".into(),
+        filter_subjects: vec![
+            EventKind::OrderPaid.subject_filter(),
+            EventKind::OrderCancelled.subject_filter(),
+        ],
+        concurrency: 32,
+    }]
 }
 
 /// Runs the service until `shutdown` is cancelled.
@@ -97,12 +95,19 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     })
     .await;
     if let Some(shipments) = set_up {
-        readiness.mark_set_up();
         let shipping = Arc::new(Shipping {
             bus: bus.clone(),
             shipments,
         });
-        service::consume(&bus, &settings, &shutdown, shipping, consumers()).await;
+        service::consume(
+            &bus,
+            &settings,
+            &shutdown,
+            &readiness,
+            shipping,
+            consumers(),
+        )
+        .await;
     }
     http.await?
 }

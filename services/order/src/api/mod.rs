@@ -165,11 +165,16 @@ async fn place_order(
         payment_token: new_order.payment_token,
         placed_at: OffsetDateTime::now_utc(),
     };
-    let command = Command::Place(placed.clone());
-    match store
-        .execute(order_id, command, &order_id.to_string())
-        .await
-    {
+    let result = if key.is_some() {
+        // A repeat is possible: decide on the order's current state.
+        let command = Command::Place(placed.clone());
+        store
+            .execute(order_id, command, &order_id.to_string())
+            .await
+    } else {
+        store.create(placed.clone()).await
+    };
+    match result {
         Ok(outcome) => Ok(placed_response(
             order_id,
             platform::telemetry::current_trace_id(),

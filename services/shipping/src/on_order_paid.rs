@@ -1,13 +1,13 @@
-//! `PaymentProcessed` → schedule one shipment → `OrderShipped`.
+//! `OrderPaid` → schedule one shipment → `OrderShipped`.
 
-use events::{Envelope, Event, OrderId, OrderShipped, PaymentProcessed};
+use events::{Envelope, Event, OrderId, OrderPaid, OrderShipped};
 use platform::HandlerError;
 use platform::guard::{self, Freshness};
 use time::OffsetDateTime;
 
 use crate::{Record, Shipping};
 
-pub async fn handle(shipping: &Shipping, paid: &PaymentProcessed) -> Result<(), HandlerError> {
+pub async fn handle(shipping: &Shipping, paid: &OrderPaid) -> Result<(), HandlerError> {
     let order_id = paid.order_id;
     // One record per order decides between shipping and not: whichever of
     // this handler and the `OrderCancelled` handler writes it first wins.
