@@ -87,10 +87,11 @@ fn event_of(kind: EventKind) -> BoxedStrategy<Event> {
                 })
             })
             .boxed(),
-        EventKind::OrderPaid => (order_id(), text(), any::<u64>(), instant())
-            .prop_map(|(order_id, payment_id, amount_cents, paid_at)| {
+        EventKind::OrderPaid => (order_id(), text(), text(), any::<u64>(), instant())
+            .prop_map(|(order_id, customer_email, payment_id, amount_cents, paid_at)| {
                 Event::OrderPaid(OrderPaid {
                     order_id,
+                    customer_email,
                     payment_id,
                     amount_cents,
                     paid_at,
