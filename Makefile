@@ -32,7 +32,7 @@ demo-outage: tools build ## stop email, place orders, watch JetStream hold them 
 	$(CARGO) run --release -p e2e --bin demo_outage
 
 test: ## formatting, lints, unit + end-to-end tests (installs what they need)
-	scripts/install-tools.sh nats-server jaeger mailpit schemathesis
+	scripts/install-tools.sh nats-server jaeger mailpit schemathesis asyncapi
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	# The end-to-end tests start the real service binaries: build them first.

@@ -88,15 +88,17 @@ fn event_of(kind: EventKind) -> BoxedStrategy<Event> {
             })
             .boxed(),
         EventKind::OrderPaid => (order_id(), text(), text(), any::<u64>(), instant())
-            .prop_map(|(order_id, customer_email, payment_id, amount_cents, paid_at)| {
-                Event::OrderPaid(OrderPaid {
-                    order_id,
-                    customer_email,
-                    payment_id,
-                    amount_cents,
-                    paid_at,
-                })
-            })
+            .prop_map(
+                |(order_id, customer_email, payment_id, amount_cents, paid_at)| {
+                    Event::OrderPaid(OrderPaid {
+                        order_id,
+                        customer_email,
+                        payment_id,
+                        amount_cents,
+                        paid_at,
+                    })
+                },
+            )
             .boxed(),
         EventKind::OrderFulfilled => (order_id(), text(), text(), instant())
             .prop_map(|(order_id, customer_email, tracking_number, shipped_at)| {
