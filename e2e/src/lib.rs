@@ -42,7 +42,7 @@ pub const SERVICES: [&str; 4] = ["order", "payment", "shipping", "email"];
 pub const MAILPIT_ENV: [(&str, &str); 2] = [("MP_MAX_MESSAGES", "0"), ("MP_ENABLE_CHAOS", "true")];
 
 /// Every NATS user `deploy/nats.conf` knows: one per service, `ops` for the
-/// `deadletters` tool and `admin` for tests and the load generator.
+/// `ops` tool and `admin` for tests and the load generator.
 pub const NATS_USERS: [&str; 6] = ["order", "payment", "shipping", "email", "ops", "admin"];
 
 /// The file holding a NATS user's development-only password; compose mounts

@@ -21,6 +21,10 @@ use platform::consumer::dead_letter_headers as dl;
 pub struct DeadLetter {
     pub sequence: u64,
     pub time: String,
+    /// The service that published the dead letter, from its subject
+    /// (`deadletter.<service>.…`): unlike the `Deadletter-*` headers, this is
+    /// enforced by the broker's permissions.
+    pub published_by: String,
     pub service: String,
     pub consumer: String,
     pub subject: String,
@@ -53,6 +57,12 @@ pub async fn list(js: &jetstream::Context) -> anyhow::Result<Vec<DeadLetter>> {
         letters.push(DeadLetter {
             sequence: message.sequence,
             time: message.time.to_string(),
+            published_by: message
+                .subject
+                .split('.')
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned(),
             service: header(&message.headers, dl::SERVICE),
             consumer: header(&message.headers, dl::CONSUMER),
             subject: header(&message.headers, dl::SUBJECT),
@@ -81,12 +91,33 @@ pub async fn replay(js: &jetstream::Context, letter: &DeadLetter) -> anyhow::Res
     // is dropped, so a double-typed command does not replay twice.
     let id = format!("replay/{}", letter.sequence);
     headers.insert(events::headers::MSG_ID, id.as_str());
-    let subject = format!(
-        "{}.{}.{}",
-        streams::REPLAYS.prefix,
-        letter.consumer,
-        letter.subject
-    );
+    // The headers are the dead-lettering service's word; the subject is the
+    // broker's. A service may only dead-letter for its own consumers (their
+    // names start with the service's), so a forged letter cannot be replayed
+    // into another service.
+    if !letter
+        .consumer
+        .starts_with(&format!("{}-", letter.published_by))
+    {
+        anyhow::bail!(
+            "dead letter {} names consumer `{}` but was published by `{}`: refusing to replay it",
+            letter.sequence,
+            letter.consumer,
+            letter.published_by
+        );
+    }
+    // A replay that failed again was dead-lettered by the replay consumer:
+    // send it back to the same place, not to a replay of a replay.
+    let consumer = letter
+        .consumer
+        .strip_suffix("-replay")
+        .unwrap_or(&letter.consumer);
+    let replay_prefix = format!("{}.{consumer}.", streams::REPLAYS.prefix);
+    let original = letter
+        .subject
+        .strip_prefix(&replay_prefix)
+        .unwrap_or(&letter.subject);
+    let subject = format!("{replay_prefix}{original}");
     js.publish_with_headers(subject.clone(), headers, letter.payload.clone())
         .await?
         .await?;

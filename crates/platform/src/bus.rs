@@ -44,7 +44,7 @@ pub enum PublishError {
 
 /// Connection options that log in as `auth` (anonymously for `None`), with
 /// replies under the user's own inbox prefix. The services and the
-/// `deadletters` tool connect through this.
+/// `ops` tool connect through this.
 pub fn connect_options(auth: Option<&NatsAuth>) -> async_nats::ConnectOptions {
     let options = async_nats::ConnectOptions::new();
     match auth {

@@ -396,9 +396,10 @@ async fn settle(
 }
 
 /// Delay before a nak'ed message comes back: 0.1 s doubling up to a minute.
-/// The first retries come quickly because the commonest transient failure is
-/// an event that overtook the one it builds on (a shipment before its
-/// payment is recorded), which resolves within milliseconds.
+/// The first retries come quickly because many transient failures (a write
+/// that lost an optimistic-concurrency race, a claim held by a handling that
+/// is just finishing) resolve within milliseconds; the later ones back off so
+/// that a dependency that is really down is not hammered.
 pub fn nak_delay(delivered: i64) -> Duration {
     let exponent = u32::try_from(delivered.clamp(1, 11) - 1).unwrap_or(0);
     Duration::from_millis(100 * 2u64.pow(exponent)).min(Duration::from_secs(60))

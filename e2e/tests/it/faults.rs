@@ -531,6 +531,20 @@ async fn poison_events_are_dead_lettered_and_the_flow_goes_on() {
     .await
     .expect("the replayed letter comes back");
     assert_eq!(again.consumer, "payment-on-order-events-replay");
+    // Replaying that one goes back to the same consumer, not to a replay of a replay.
+    let subject = ops::replay(&js, &again).await.expect("replayed again");
+    assert_eq!(
+        subject,
+        format!("replay.payment-on-order-events.orders.{unknown}.placed")
+    );
+
+    // A dead letter that names another service's consumer than the one that
+    // published it (the headers are the publisher's word, the subject is the
+    // broker's) is never replayed.
+    let mut forged = again.clone();
+    forged.published_by = "email".into();
+    let refused = ops::replay(&js, &forged).await;
+    assert!(refused.is_err_and(|e| e.to_string().contains("refusing")));
 }
 
 #[tokio::test(flavor = "multi_thread")]

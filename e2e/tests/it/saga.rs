@@ -350,7 +350,7 @@ async fn views_are_listed_paged_and_read_at_a_position() {
 
     let bad = app.get("/orders?status=lost&limit=1000").await;
     assert_eq!(bad.status(), 422);
-    // A position the order never reaches: a bounded wait, then 503.
+    // A position the order never reaches: a bounded wait, then 409.
     let future = app
         .get(&format!("/orders/{}?min_position=999999999", ids[0]))
         .await;

@@ -509,7 +509,7 @@ async fn list_orders(
         ));
     }
     if !errors.is_empty() {
-        return Err(Problem::invalid(errors));
+        return Err(Problem::invalid_query(errors));
     }
     let (_, views) = ready(&order)?;
     let all = view::all(views)

@@ -69,6 +69,17 @@ impl Problem {
         problem
     }
 
+    pub fn invalid_query(errors: Vec<FieldError>) -> Self {
+        let mut problem = Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/invalid-query",
+            "The query is not valid",
+            format!("{} parameter(s) are invalid; see `errors`", errors.len()),
+        );
+        problem.errors = errors;
+        problem
+    }
+
     pub fn bad_request(detail: impl Into<String>, errors: Vec<FieldError>) -> Self {
         let mut problem = Self::new(
             StatusCode::BAD_REQUEST,
