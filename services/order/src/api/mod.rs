@@ -25,6 +25,7 @@ use events::{OrderId, OrderPlaced};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::{IntoParams, ToSchema};
 
@@ -40,6 +41,36 @@ pub mod request;
 use problem::{FieldError, Problem};
 use request::NewOrder;
 
+/// How long a request may take before it is answered 408. Every wait inside
+/// is bounded already (broker requests by `platform::bus::REQUEST_TIMEOUT`,
+/// `min_position` by [`MIN_POSITION_WAIT`]); this is the backstop.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Adds the request timeout, and turns every error response that has no
+/// body of its own (the timeout's 408, axum's own rejections) into
+/// problem+json, so a client sees one error format whatever answered.
+fn with_limits<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    timeout: std::time::Duration,
+) -> Router<S> {
+    router
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .layer(axum::middleware::map_response(problem_for_bare_errors))
+}
+
+async fn problem_for_bare_errors(response: axum::response::Response) -> axum::response::Response {
+    let status = response.status();
+    if (status.is_client_error() || status.is_server_error())
+        && !response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return Problem::from_status(status).into_response();
+    }
+    response
+}
+
 /// The largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The longest accepted `Idempotency-Key`.
@@ -48,7 +79,7 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// The API's routes, with an HTTP SERVER span around every request: the root
 /// of each order's trace.
 pub fn router(order: Arc<Order>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/orders", post(place_order).get(list_orders))
         .route("/orders/{id}", get(get_order))
         .route("/orders/{id}/cancel", post(cancel_order))
@@ -57,7 +88,8 @@ pub fn router(order: Arc<Order>) -> Router {
         .route("/orders/{id}/events", get(get_events))
         .fallback(|| async { Problem::not_found("no such resource") })
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    with_limits(router, REQUEST_TIMEOUT)
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request<_>| {
@@ -604,4 +636,36 @@ async fn get_events(
         })
         .collect();
     Ok(Json(History { order_id, events }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt as _;
+
+    #[tokio::test]
+    async fn a_slow_request_is_answered_408_problem_json() {
+        let slow = Router::new().route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                "done"
+            }),
+        );
+        let app = with_limits(slow, std::time::Duration::from_millis(20));
+        let request = Request::builder()
+            .uri("/slow")
+            .body(Body::empty())
+            .expect("request");
+        let response = app.oneshot(request).await.expect("answered");
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(
+            response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+            Some(problem::CONTENT_TYPE)
+        );
+    }
 }

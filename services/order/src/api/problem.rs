@@ -69,6 +69,17 @@ impl Problem {
         problem
     }
 
+    /// A problem for an error response that came without a body (a timeout,
+    /// a framework rejection), described by its status alone.
+    pub fn from_status(status: StatusCode) -> Self {
+        let title = status.canonical_reason().unwrap_or("Error");
+        let detail = match status {
+            StatusCode::REQUEST_TIMEOUT => "the request took too long and was abandoned; it is safe to retry with the same Idempotency-Key".to_owned(),
+            _ => format!("{} {title}", status.as_u16()),
+        };
+        Self::new(status, "about:blank", title, detail)
+    }
+
     pub fn invalid_query(errors: Vec<FieldError>) -> Self {
         let mut problem = Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
