@@ -15,11 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use e2e::wait_for;
-use futures::StreamExt as _;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, spawn_app, subject_counts};
 
 /// Orders per cell, as the issue asks.
 const BURST: usize = 200;
@@ -132,25 +131,6 @@ async fn place_until_accepted(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     None
-}
-
-/// Counts the messages per subject in a stream.
-async fn subject_counts(
-    js: &async_nats::jetstream::Context,
-    stream: &str,
-    filter: &str,
-) -> BTreeMap<String, usize> {
-    let stream = js.get_stream(stream).await.expect("stream exists");
-    let mut counts = BTreeMap::new();
-    let mut subjects = stream
-        .info_with_subjects(filter)
-        .await
-        .expect("stream info");
-    while let Some(entry) = subjects.next().await {
-        let (subject, count) = entry.expect("subject count");
-        counts.insert(subject, count);
-    }
-    counts
 }
 
 /// Every email Mailpit holds, as subjects.

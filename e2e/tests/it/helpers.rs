@@ -401,3 +401,38 @@ fn kind_number(kind: &str) -> u64 {
 pub fn services(spans: &[Span]) -> BTreeSet<String> {
     spans.iter().map(|s| s.service.clone()).collect()
 }
+
+/// The types of an order's events, oldest first, from its history.
+pub async fn history_types(app: &TestApp, order_id: &str) -> Vec<String> {
+    let history: Value = app
+        .get(&format!("/orders/{order_id}/events"))
+        .await
+        .json()
+        .await
+        .expect("history JSON");
+    history["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["type"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// How many messages a stream holds per subject matching `filter`.
+pub async fn subject_counts(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    filter: &str,
+) -> BTreeMap<String, usize> {
+    use futures::StreamExt as _;
+    let Ok(stream) = js.get_stream(stream).await else {
+        return BTreeMap::new();
+    };
+    let mut counts = BTreeMap::new();
+    if let Ok(mut subjects) = stream.info_with_subjects(filter).await {
+        while let Some(Ok((subject, count))) = subjects.next().await {
+            counts.insert(subject, count);
+        }
+    }
+    counts
+}

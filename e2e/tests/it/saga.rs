@@ -6,7 +6,7 @@ use std::time::Duration;
 use e2e::wait_for;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, customer, spawn_app};
+use crate::helpers::{TestApp, customer, history_types, spawn_app, subject_counts};
 
 async fn post_cancel(app: &TestApp, order_id: &str) -> reqwest::Response {
     app.http
@@ -17,21 +17,6 @@ async fn post_cancel(app: &TestApp, order_id: &str) -> reqwest::Response {
         .send()
         .await
         .expect("cancel answered")
-}
-
-async fn history_types(app: &TestApp, order_id: &str) -> Vec<String> {
-    let history: Value = app
-        .get(&format!("/orders/{order_id}/events"))
-        .await
-        .json()
-        .await
-        .expect("history JSON");
-    history["events"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e["type"].as_str().map(str::to_owned))
-        .collect()
 }
 
 async fn email_subjects(app: &TestApp, email: &str) -> Vec<String> {
@@ -263,24 +248,6 @@ async fn snapshot(app: &TestApp, ids: &[String]) -> BTreeMap<String, Value> {
         views.insert(id.clone(), view);
     }
     views
-}
-
-async fn subject_counts(
-    js: &async_nats::jetstream::Context,
-    stream: &str,
-    filter: &str,
-) -> BTreeMap<String, usize> {
-    use futures::StreamExt as _;
-    let Ok(stream) = js.get_stream(stream).await else {
-        return BTreeMap::new();
-    };
-    let mut counts = BTreeMap::new();
-    if let Ok(mut subjects) = stream.info_with_subjects(filter).await {
-        while let Some(Ok((subject, count))) = subjects.next().await {
-            counts.insert(subject, count);
-        }
-    }
-    counts
 }
 
 #[tokio::test(flavor = "multi_thread")]
