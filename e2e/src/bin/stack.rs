@@ -29,8 +29,10 @@ async fn main() -> anyhow::Result<()> {
         r#"
   The stack is up ({:.1} s). Ctrl-C stops it.
 
-  Order API      {o}      POST /orders, GET /orders/{{id}}, GET /orders/{{id}}/events
-  Jaeger         {}     traces (service `order`)
+  Order API      {o}      POST /orders, GET /orders, GET /orders/{{id}},
+                                           POST /orders/{{id}}/cancel, GET /orders/{{id}}/events
+  API docs       {o}/docs (OpenAPI: {o}/openapi.json)
+  Jaeger         {}     traces (service `order`; natively the query API only, see README)
   Mailpit        {}      emails (API: /api/v1/messages)
   NATS monitor   {}      /jsz?consumers=true
 
