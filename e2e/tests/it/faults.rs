@@ -148,6 +148,18 @@ async fn all_email_subjects(app: &TestApp) -> Vec<String> {
         .collect()
 }
 
+/// The email service's durable consumer of order events, as JetStream holds it.
+async fn email_order_consumer(app: &TestApp) -> async_nats::jetstream::consumer::PullConsumer {
+    let client = app.stack.connect_admin().await.expect("connect");
+    async_nats::jetstream::new(client)
+        .get_stream("ORDERS")
+        .await
+        .expect("ORDERS")
+        .get_consumer("email-on-order-events")
+        .await
+        .expect("email's durable consumer exists")
+}
+
 /// The check every cell ends with: 0 lost, 0 doubled.
 async fn assert_nothing_lost_or_doubled(app: &TestApp, accepted: &[(String, bool)]) {
     // 1. Every accepted order reaches its final status.
@@ -268,15 +280,8 @@ async fn email_down_during_the_burst_catches_up_after() {
 
     let accepted = Burst::start(&app).finish().await;
     // The broker holds the email events meanwhile.
-    let client = app.stack.connect_admin().await.expect("connect");
-    let js = async_nats::jetstream::new(client);
-    let consumer: async_nats::jetstream::consumer::PullConsumer = js
-        .get_stream("ORDERS")
-        .await
-        .expect("ORDERS")
-        .get_consumer("email-on-order-events")
-        .await
-        .expect("email's durable consumer survives its service");
+    // The durable consumer outlives its service.
+    let consumer = email_order_consumer(&app).await;
     let pending = wait_for("pending email events", Duration::from_secs(30), || async {
         let info = consumer.get_info().await.ok()?;
         (info.num_pending as usize >= BURST).then_some(info.num_pending)
@@ -335,15 +340,7 @@ async fn frozen_email_past_ack_wait_sends_each_email_once() {
     app.stack.signal("email", Signal::SIGSTOP).expect("frozen");
     let accepted = burst.finish().await;
     let frozen_for = platform::consumer::ACK_WAIT + Duration::from_secs(3);
-    let client = app.stack.connect_admin().await.expect("connect");
-    let js = async_nats::jetstream::new(client);
-    let consumer: async_nats::jetstream::consumer::PullConsumer = js
-        .get_stream("ORDERS")
-        .await
-        .expect("ORDERS")
-        .get_consumer("email-on-order-events")
-        .await
-        .expect("consumer");
+    let consumer = email_order_consumer(&app).await;
     let started = tokio::time::Instant::now();
     // Wait until the broker has given up on the frozen deliveries and
     // redelivered at least one (redelivered count > 0), or ack_wait passed.
