@@ -109,6 +109,14 @@ impl HandlerError {
     }
 }
 
+/// A publish the broker did not acknowledge (or refused as a concurrent
+/// write) might succeed on redelivery, so every handler can simply `?` it.
+impl From<crate::bus::PublishError> for HandlerError {
+    fn from(error: crate::bus::PublishError) -> Self {
+        Self::Transient(error.into())
+    }
+}
+
 /// What a service does with each event it consumes.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, delivery: Delivery) -> impl Future<Output = Result<(), HandlerError>> + Send;

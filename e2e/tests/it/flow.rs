@@ -1,6 +1,30 @@
 //! The order flow through all four services, as a customer sees it.
 
-use crate::helpers::{customer, history_types, spawn_app};
+use crate::helpers::{Placed, TestApp, customer, history_types, spawn_app};
+
+/// Waits for the order's two emails and checks there are exactly those two,
+/// to the customer, with these subject endings (in sorted order). "Exactly"
+/// is only a fair check once both `EmailSent` publishes are in the trace.
+async fn assert_exactly_two_emails(
+    app: &TestApp,
+    email: &str,
+    placed: &Placed,
+    endings: [&str; 2],
+) {
+    app.wait_for_emails(email, 2).await;
+    app.wait_for_trace(
+        &placed.trace_id,
+        &["email-on-order-events", "email-on-order-events"],
+    )
+    .await;
+    let mails = app.emails_to(email).await;
+    assert_eq!(mails.len(), 2, "exactly two emails: {mails:?}");
+    assert!(mails.iter().all(|m| m.to == [email.to_owned()]));
+    let mut subjects: Vec<String> = mails.into_iter().map(|m| m.subject).collect();
+    subjects.sort_unstable();
+    let want = endings.map(|end| format!("Order {} {end}", placed.order_id));
+    assert_eq!(subjects, want);
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_paid_order_ships_and_the_customer_gets_two_emails() {
@@ -22,26 +46,7 @@ async fn a_paid_order_ships_and_the_customer_gets_two_emails() {
     }
     assert!(view["cancelled_at"].is_null());
 
-    let mails = app.wait_for_emails(&email, 2).await;
-    // Both emails are out once the trace holds both `EmailSent` publishes;
-    // only then is "exactly two" a fair check.
-    app.wait_for_trace(
-        &placed.trace_id,
-        &["email-on-order-events", "email-on-order-events"],
-    )
-    .await;
-    let mails_after = app.emails_to(&email).await;
-    assert_eq!(mails_after.len(), 2, "exactly two emails: {mails_after:?}");
-    let mut subjects: Vec<&str> = mails.iter().map(|m| m.subject.as_str()).collect();
-    subjects.sort_unstable();
-    assert_eq!(
-        subjects,
-        [
-            format!("Order {} confirmed", placed.order_id),
-            format!("Order {} shipped", placed.order_id)
-        ]
-    );
-    assert!(mails.iter().all(|m| m.to == [email.clone()]));
+    assert_exactly_two_emails(&app, &email, &placed, ["confirmed", "shipped"]).await;
 
     // The event store holds the order's whole history, in order.
     let types = history_types(&app, &placed.order_id).await;
@@ -76,23 +81,7 @@ async fn a_declined_payment_cancels_the_order_with_two_emails() {
         "{view}"
     );
 
-    let mails = app.wait_for_emails(&email, 2).await;
-    app.wait_for_trace(
-        &placed.trace_id,
-        &["email-on-order-events", "email-on-order-events"],
-    )
-    .await;
-    let mails_after = app.emails_to(&email).await;
-    assert_eq!(mails_after.len(), 2, "exactly two emails: {mails_after:?}");
-    let mut subjects: Vec<&str> = mails.iter().map(|m| m.subject.as_str()).collect();
-    subjects.sort_unstable();
-    assert_eq!(
-        subjects,
-        [
-            format!("Order {} cancelled", placed.order_id),
-            format!("Order {} confirmed", placed.order_id)
-        ]
-    );
+    assert_exactly_two_emails(&app, &email, &placed, ["cancelled", "confirmed"]).await;
     // A cancelled order never ships.
     let types = history_types(&app, &placed.order_id).await;
     assert_eq!(types, ["order.placed.v1", "order.cancelled.v1"]);

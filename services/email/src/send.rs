@@ -136,11 +136,7 @@ pub async fn once(service: &crate::Email, email: compose::Email) -> Result<(), H
         sent_at: sent.sent_at,
     });
     let envelope = Envelope::derived(&event, &format!("email/{key}"));
-    service
-        .bus
-        .publish(&event, &envelope)
-        .await
-        .map_err(|e| HandlerError::Transient(e.into()))?;
+    service.bus.publish(&event, &envelope).await?;
     Ok(())
 }
 

@@ -39,10 +39,6 @@ pub async fn handle(payment: &Payment, cancelled: &OrderCancelled) -> Result<(),
         refunded_at: OffsetDateTime::now_utc(),
     });
     let envelope = Envelope::derived(&event, &format!("refund/{order_id}"));
-    payment
-        .bus
-        .publish(&event, &envelope)
-        .await
-        .map_err(|e| HandlerError::Transient(e.into()))?;
+    payment.bus.publish(&event, &envelope).await?;
     Ok(())
 }

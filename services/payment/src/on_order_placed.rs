@@ -36,11 +36,7 @@ pub async fn handle(payment: &Payment, placed: &OrderPlaced) -> Result<(), Handl
     // One payment outcome per order: the id derives from the order, so a
     // republish after a redelivery is dropped by the broker.
     let envelope = Envelope::derived(&event, &format!("payment/{}", placed.order_id));
-    payment
-        .bus
-        .publish(&event, &envelope)
-        .await
-        .map_err(|e| HandlerError::Transient(e.into()))?;
+    payment.bus.publish(&event, &envelope).await?;
     Ok(())
 }
 

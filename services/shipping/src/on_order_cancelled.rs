@@ -31,10 +31,6 @@ pub async fn handle(shipping: &Shipping, cancelled: &OrderCancelled) -> Result<(
         cancelled_at: OffsetDateTime::now_utc(),
     });
     let envelope = Envelope::derived(&event, &format!("recall/{order_id}"));
-    shipping
-        .bus
-        .publish(&event, &envelope)
-        .await
-        .map_err(|e| HandlerError::Transient(e.into()))?;
+    shipping.bus.publish(&event, &envelope).await?;
     Ok(())
 }

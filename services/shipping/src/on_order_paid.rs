@@ -38,11 +38,7 @@ pub async fn handle(shipping: &Shipping, paid: &OrderPaid) -> Result<(), Handler
         shipped_at: scheduled_at,
     });
     let envelope = Envelope::derived(&event, &format!("shipment/{order_id}"));
-    shipping
-        .bus
-        .publish(&event, &envelope)
-        .await
-        .map_err(|e| HandlerError::Transient(e.into()))?;
+    shipping.bus.publish(&event, &envelope).await?;
     Ok(())
 }
 
