@@ -41,6 +41,17 @@ pub const SERVICES: [&str; 4] = ["order", "payment", "shipping", "email"];
 /// (`PUT /api/v1/chaos`), a switch a person can flip while the system runs.
 pub const MAILPIT_ENV: [(&str, &str); 2] = [("MP_MAX_MESSAGES", "0"), ("MP_ENABLE_CHAOS", "true")];
 
+/// nats-server's settings, the same as its `environment:` in compose. Go's
+/// collector lets the heap grow to twice the live data by default; a soft
+/// limit makes it collect earlier instead, which keeps the broker near 100 MB
+/// under full load (see ARCHITECTURE.md, "Memory").
+pub const NATS_ENV: [(&str, &str); 1] = [("GOMEMLIMIT", "96MiB")];
+
+/// Jaeger's settings, the same as its `environment:` in compose: the same
+/// soft heap limit as the broker's. What Jaeger keeps is bounded by
+/// `max_traces` in `deploy/jaeger.yaml`.
+pub const JAEGER_ENV: [(&str, &str); 2] = [("GOMEMLIMIT", "96MiB"), ("GOGC", "50")];
+
 /// Every NATS user `deploy/nats.conf` knows: one per service, `ops` for the
 /// `ops` tool and `admin` for tests and the load generator.
 pub const NATS_USERS: [&str; 6] = ["order", "payment", "shipping", "email", "ops", "admin"];
@@ -353,7 +364,11 @@ impl Stack {
         ];
         let config = repo_root().join("deploy/jaeger.yaml");
         let mut jaeger = Command::new(tool("jaeger")?);
-        jaeger.arg("--config").arg(config).envs(jaeger_env);
+        jaeger
+            .arg("--config")
+            .arg(config)
+            .envs(jaeger_env)
+            .envs(JAEGER_ENV);
         self.spawn("jaeger", jaeger)?;
 
         let mut mailpit = Command::new(tool("mailpit")?);
@@ -385,6 +400,7 @@ impl Stack {
             .args(["-m", &p.nats_monitor.to_string()])
             .arg("-sd")
             .arg(store)
+            .envs(NATS_ENV)
             .envs(nats_server_env()?);
         self.spawn("nats", nats)?;
         let health = format!(

@@ -214,15 +214,23 @@ fn infrastructure_matches_the_native_tools_and_ports() {
     );
     assert_eq!(image("jaeger"), "jaegertracing/jaeger:2.13.0");
 
-    let mailpit_env = services["mailpit"]["environment"]
-        .as_mapping()
-        .expect("mailpit environment");
-    for (key, value) in e2e::MAILPIT_ENV {
-        assert_eq!(
-            mailpit_env.get(key).and_then(Value::as_str),
-            Some(value),
-            "mailpit {key}"
-        );
+    let infra_env: [(&str, &[(&str, &str)]); 3] = [
+        ("nats", &e2e::NATS_ENV),
+        ("jaeger", &e2e::JAEGER_ENV),
+        ("mailpit", &e2e::MAILPIT_ENV),
+    ];
+    for (name, native) in infra_env {
+        let environment = services[name]["environment"]
+            .as_mapping()
+            .unwrap_or_else(|| panic!("{name} has no environment"));
+        for (key, value) in native {
+            assert_eq!(
+                environment.get(*key).and_then(Value::as_str),
+                Some(*value),
+                "{name} {key}"
+            );
+        }
+        assert_eq!(environment.len(), native.len(), "{name}: compose sets more than the native stack");
     }
 
     // Both run the same configuration files.
