@@ -230,7 +230,11 @@ fn infrastructure_matches_the_native_tools_and_ports() {
                 "{name} {key}"
             );
         }
-        assert_eq!(environment.len(), native.len(), "{name}: compose sets more than the native stack");
+        assert_eq!(
+            environment.len(),
+            native.len(),
+            "{name}: compose sets more than the native stack"
+        );
     }
 
     // Both run the same configuration files.

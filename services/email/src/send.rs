@@ -26,7 +26,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use events::{EmailSent, Envelope, Event};
-use lettre::AsyncTransport as _;
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, Message};
 use platform::HandlerError;
@@ -162,7 +161,11 @@ async fn smtp_send(service: &crate::Email, email: &compose::Email) -> Result<(),
         network.protocol.name = "smtp",
     );
     async {
-        match service.smtp.send(message).await {
+        match service
+            .smtp
+            .send(message.envelope(), &message.formatted())
+            .await
+        {
             Ok(_) => Ok(()),
             Err(error) => {
                 tracing::Span::current().record("otel.status_code", "ERROR");
@@ -171,7 +174,7 @@ async fn smtp_send(service: &crate::Email, email: &compose::Email) -> Result<(),
                 // worth a few retries: Mailpit's chaos mode and real servers
                 // under load answer 5xx too. The consumer dead-letters it once
                 // its deliveries run out.
-                Err(HandlerError::Transient(error.into()))
+                Err(HandlerError::Transient(error))
             }
         }
     }
