@@ -84,6 +84,12 @@ pub struct Delivery {
     pub delivered: i64,
     /// Its sequence in the stream.
     pub stream_sequence: u64,
+    /// For an event appended to an aggregate with optimistic concurrency
+    /// ([`crate::Bus::append`]): the stream sequence of the aggregate's
+    /// previous event (0 for its first), which the broker checked before it
+    /// stored this one and keeps in its `Nats-Expected-Last-Subject-Sequence`
+    /// header. `None` for everything else, and for replays.
+    pub previous_sequence: Option<u64>,
 }
 
 /// A handler's verdict on a message it could not handle.
@@ -338,6 +344,9 @@ async fn handle_message<H: Handler>(
                     subject: message.subject.to_string(),
                     delivered,
                     stream_sequence,
+                    previous_sequence: headers
+                        .and_then(|h| h.get(crate::bus::EXPECTED_LAST_SUBJECT_SEQUENCE))
+                        .and_then(|value| value.as_str().parse().ok()),
                 };
                 handler.handle(delivery).await
             }
@@ -450,7 +459,26 @@ async fn dead_letter_with_retries(
     }
 }
 
-/// Copies a message, headers and payload unchanged, to
+/// A message's headers minus the broker's publish preconditions. An event
+/// appended with optimistic concurrency keeps its
+/// `Nats-Expected-Last-Subject-Sequence` in the stream; copied as it is, the
+/// broker would check it again against the dead-letter stream, where it can
+/// never hold, and refuse the letter.
+fn without_preconditions(original: Option<&async_nats::HeaderMap>) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    for (name, values) in original.into_iter().flat_map(|h| h.iter()) {
+        let name: &str = name.as_ref();
+        if name.to_ascii_lowercase().starts_with("nats-expected-") {
+            continue;
+        }
+        for value in values {
+            headers.append(name, value.as_str());
+        }
+    }
+    headers
+}
+
+/// Copies a message, headers (but its publish preconditions) and payload, to
 /// `deadletter.<service>.<original subject>` with the reason beside it.
 async fn dead_letter(
     bus: &Bus,
@@ -461,7 +489,7 @@ async fn dead_letter(
 ) -> anyhow::Result<()> {
     use dead_letter_headers as h;
     let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-    let mut headers = message.headers.clone().unwrap_or_default();
+    let mut headers = without_preconditions(message.headers.as_ref());
     let service = bus.service();
     headers.insert(h::SERVICE, service);
     headers.insert(h::CONSUMER, durable);

@@ -397,7 +397,11 @@ async fn poison_events_are_dead_lettered_and_the_flow_goes_on() {
     let js = async_nats::jetstream::new(client);
 
     // Two events no consumer can handle, published by hand onto a consumed
-    // subject: a known type with a broken payload, and an unknown type.
+    // subject: a known type with a broken payload, and an unknown type. The
+    // second is appended the way the order service appends, with the
+    // broker checking the last sequence of an aggregate's subjects: such a
+    // precondition stays in the stored headers and must not be checked again
+    // when the message is copied to the dead-letter stream.
     let poison = |ce_type: &str, id: &str| {
         let mut headers = async_nats::HeaderMap::new();
         for (name, value) in [
@@ -418,24 +422,30 @@ async fn poison_events_are_dead_lettered_and_the_flow_goes_on() {
     };
     let broken = uuid::Uuid::new_v4().to_string();
     let unknown = uuid::Uuid::new_v4().to_string();
-    js.publish_with_headers(
-        format!("orders.{broken}.placed"),
-        poison("order.placed.v1", &broken),
-        "{\"order_id\": 42".into(),
-    )
-    .await
-    .expect("published")
-    .await
-    .expect("stored");
-    js.publish_with_headers(
-        format!("orders.{unknown}.placed"),
-        poison("order.exploded.v9", &unknown),
-        "{}".into(),
-    )
-    .await
-    .expect("published")
-    .await
-    .expect("stored");
+    let first = js
+        .publish_with_headers(
+            format!("orders.{broken}.placed"),
+            poison("order.placed.v1", &broken),
+            "{\"order_id\": 42".into(),
+        )
+        .await
+        .expect("published")
+        .await
+        .expect("stored");
+    let mut appended = poison("order.exploded.v9", &unknown);
+    appended.insert(
+        platform::bus::EXPECTED_LAST_SUBJECT_SEQUENCE,
+        first.sequence.to_string().as_str(),
+    );
+    appended.insert(
+        platform::bus::EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT,
+        format!("orders.{broken}.*").as_str(),
+    );
+    js.publish_with_headers(format!("orders.{unknown}.placed"), appended, "{}".into())
+        .await
+        .expect("published")
+        .await
+        .expect("stored");
 
     // The flow goes on.
     let email = crate::helpers::customer();
