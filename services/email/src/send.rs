@@ -36,8 +36,11 @@ use tracing::Instrument as _;
 
 use crate::compose;
 
-/// How long a claim protects a send in progress. Longer than any send can
-/// take (the SMTP timeout is 10 s), so only a dead holder's claim expires.
+/// How long a claim protects a send in progress. Against a server that
+/// answers at all, a send takes milliseconds; each of its steps may wait up
+/// to 10 s for a silent server before it fails. So in practice only a dead
+/// holder's claim expires (a server that answers every step just short of
+/// 10 s could outlast it, and its email could go out twice).
 pub const CLAIM_TTL: Duration = platform::consumer::ACK_WAIT;
 
 /// The record of a sent email.

@@ -13,24 +13,35 @@
 //! still speaks the protocol: an email now takes about a millisecond. Delete
 //! this module once a lettre release sets the option itself.
 //!
+//! Timeouts apply to each read and each write on the socket, not to a whole
+//! send: see [`Socket`].
+//!
 //! `SMTP_URL` takes the form `smtp://[user:password@]host[:port][?tls=…]`:
 //! `tls=required` upgrades with STARTTLS or fails, `tls=opportunistic`
 //! upgrades when the server offers it, no `tls` stays in plain text (right
 //! for Mailpit, wrong across a network). `smtps://` (TLS from the first
-//! byte) also works, through lettre's own socket, so it keeps the stall.
+//! byte) also works, through lettre's own socket, so it keeps the stall
+//! and has no read or write timeout.
 
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
+use tokio_io_timeout::TimeoutStream;
 
-/// The longest a connection attempt or an SMTP exchange may take.
+/// The longest a connection attempt may take, and the longest the server may
+/// stay silent while we wait for it to take or answer a read or a write.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connection idle for longer is checked with `NOOP` before it is reused:
@@ -143,18 +154,18 @@ impl Mailer {
                 .await
                 .context("connecting to the SMTP server timed out")??,
         };
-        let sent = tokio::time::timeout(TIMEOUT, connection.send(envelope, message)).await;
-        match sent {
-            Ok(Ok(_)) if !connection.has_broken() => {
+        // No deadline around the whole send: the socket times out each
+        // operation instead (see `Socket`).
+        match connection.send(envelope, message).await {
+            Ok(_) if !connection.has_broken() => {
                 self.lock_idle().push((connection, Instant::now()));
                 Ok(())
             }
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => {
+            Ok(_) => Ok(()),
+            Err(error) => {
                 connection.abort().await;
                 Err(error.into())
             }
-            Err(_) => bail!("the SMTP server did not answer within {TIMEOUT:?}"),
         }
     }
 
@@ -192,7 +203,11 @@ impl Mailer {
                     .await
                     .with_context(|| format!("cannot reach {}:{}", t.host, t.port))?;
                 socket.set_nodelay(true)?;
-                AsyncSmtpConnection::connect_with_transport(Box::new(socket), &self.hello).await?
+                AsyncSmtpConnection::connect_with_transport(
+                    Box::new(Socket::new(socket)),
+                    &self.hello,
+                )
+                .await?
             }
         };
         if let Security::StartTls {
@@ -217,6 +232,64 @@ impl Mailer {
         self.idle
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// An SMTP socket: TCP with Nagle's algorithm off, and a timeout on each
+/// read and each write instead of a deadline over a whole send.
+///
+/// A deadline over the send also expires for a process that was only paused
+/// (SIGSTOP, a suspended VM) while the server took the message and
+/// answered: on waking, the deadline has passed, the send counts as failed
+/// although the email went out, and the retry sends it a second time (the
+/// fault test `frozen_email_past_ack_wait_sends_each_email_once` caught
+/// exactly that). A per-operation timeout starts when the operation starts
+/// waiting and is checked only after the socket itself, so an answer that
+/// arrived during the pause is read, and only a server that stays silent
+/// for [`TIMEOUT`] while we wait fails the send.
+#[derive(Debug)]
+struct Socket(Pin<Box<TimeoutStream<TcpStream>>>);
+
+impl Socket {
+    fn new(tcp: TcpStream) -> Self {
+        let mut stream = TimeoutStream::new(tcp);
+        stream.set_read_timeout(Some(TIMEOUT));
+        stream.set_write_timeout(Some(TIMEOUT));
+        Self(Box::pin(stream))
+    }
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.0.as_mut().poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.0.as_mut().poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.as_mut().poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.as_mut().poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for Socket {
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        TimeoutStream::get_ref(&self.0).peer_addr()
     }
 }
 

@@ -33,7 +33,9 @@ impl Status {
     }
 }
 
-/// The state of an order that exists, as folded from its events.
+/// The state of an order that exists, as folded from its events: what the
+/// commands decide on and what the read model shows. (The payment token
+/// stays in `OrderPlaced`; nothing decided here needs it.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Order {
     pub order_id: OrderId,
@@ -41,7 +43,6 @@ pub struct Order {
     pub customer_email: String,
     pub items: Vec<LineItem>,
     pub total_cents: u64,
-    pub payment_token: String,
     pub payment_id: Option<String>,
     pub tracking_number: Option<String>,
     pub cancellation_reason: Option<String>,
@@ -113,7 +114,6 @@ pub fn evolve(state: Option<Order>, event: &Event) -> Option<Order> {
             customer_email: e.customer_email.clone(),
             items: e.items.clone(),
             total_cents: e.total_cents,
-            payment_token: e.payment_token.clone(),
             payment_id: None,
             tracking_number: None,
             cancellation_reason: None,

@@ -55,8 +55,21 @@ pub async fn on_outcome(service: &Order, delivery: &Delivery) -> Result<(), Hand
     }
 }
 
-/// Any order event → the order's view, replayed from the event store.
+/// Any order event → the order's view: the event applied to the view when
+/// the view is at the order's previous event, else the order replayed from
+/// the event store (see [`view`]).
 pub async fn project(service: &Order, delivery: &Delivery) -> Result<(), HandlerError> {
+    if let Some(previous) = delivery.previous_sequence
+        && view::advance(
+            service.views()?,
+            &delivery.event,
+            previous,
+            delivery.stream_sequence,
+        )
+        .await?
+    {
+        return Ok(());
+    }
     let order_id = delivery.event.order_id();
     let loaded = service
         .store()?

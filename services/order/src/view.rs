@@ -2,11 +2,19 @@
 //! key-value bucket, kept by the projection consumer and served by
 //! `GET /orders/{id}` without touching the event store.
 //!
-//! The projection replays the order from the event store for every event and
-//! writes the result only if it is newer than what the bucket holds (compare
-//! `position`, write with the entry's revision). That makes it indifferent to
-//! redeliveries and to events of one order being handled out of order or in
-//! parallel, and it means the bucket can always be rebuilt from the events.
+//! The projection keeps each view equal to the fold of the order's events up
+//! to `position`. Usually it can do that with the event in hand: the broker
+//! stored every order event with the sequence of the order's previous event
+//! (the optimistic-concurrency precondition of its append), so when the
+//! stored view is at exactly that sequence, [`advance`] applies the event to
+//! it with [`domain::evolve`](crate::domain::evolve). Otherwise (a view
+//! behind by more than one event, an event handled out of order, a replay,
+//! a lost race) it replays the order from the event store and writes the
+//! result with [`upsert`] if it is newer than what the bucket holds. Writes
+//! go with the entry's revision, so neither path can overwrite a newer view.
+//! That makes the projection indifferent to redeliveries and to events of
+//! one order being handled out of order or in parallel, and the bucket can
+//! always be rebuilt from the events.
 
 use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
 use events::{LineItem, OrderId};
@@ -14,7 +22,7 @@ use platform::HandlerError;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::domain::{Order, Status};
+use crate::domain::{self, Order, Status};
 
 /// The bucket holding the read model.
 pub const VIEWS_BUCKET: &str = "orders_view";
@@ -73,6 +81,29 @@ impl OrderView {
     }
 }
 
+impl OrderView {
+    /// The order state this view shows (the inverse of [`OrderView::new`]),
+    /// to apply the order's next event to.
+    pub fn state(&self) -> Order {
+        Order {
+            order_id: self.order_id,
+            status: self.status,
+            customer_email: self.customer_email.clone(),
+            items: self.items.clone(),
+            total_cents: self.total_cents,
+            payment_id: self.payment_id.clone(),
+            tracking_number: self.tracking_number.clone(),
+            cancellation_reason: self.cancellation_reason.clone(),
+            refund_id: self.refund_id.clone(),
+            placed_at: self.placed_at,
+            paid_at: self.paid_at,
+            shipped_at: self.shipped_at,
+            cancelled_at: self.cancelled_at,
+            refunded_at: self.refunded_at,
+        }
+    }
+}
+
 /// The payment's part of the order's story, in one word.
 fn payment_status(order: &Order) -> &'static str {
     match (order.status, &order.payment_id, &order.refund_id) {
@@ -106,6 +137,51 @@ pub async fn all(views: &kv::Store) -> anyhow::Result<Vec<OrderView>> {
         }
     }
     Ok(all)
+}
+
+/// Applies the event stored at `position` to the order's view if the view is
+/// at `previous`, the order's event before it (0: the event is the first).
+/// Returns `false` when it cannot tell the result would be right (the view
+/// is further behind, or another writer got in first): the caller replays.
+pub async fn advance(
+    views: &kv::Store,
+    event: &events::Event,
+    previous: u64,
+    position: u64,
+) -> Result<bool, HandlerError> {
+    let key = event.order_id().to_string();
+    let entry = views
+        .entry(&key)
+        .await
+        .map_err(|e| HandlerError::Transient(e.into()))?;
+    // A deleted or purged entry (`ops views rebuild`) has no view in it.
+    let current = entry
+        .as_ref()
+        .and_then(|e| serde_json::from_slice::<OrderView>(&e.value).ok());
+    let state = match &current {
+        Some(view) if view.position >= position => return Ok(true),
+        Some(view) if view.position == previous => Some(view.state()),
+        None if previous == 0 => None,
+        _ => return Ok(false),
+    };
+    let Some(order) = domain::evolve(state, event) else {
+        return Ok(false);
+    };
+    let bytes: bytes::Bytes = serde_json::to_vec(&OrderView::new(&order, position))
+        .map_err(|e| HandlerError::Permanent(e.into()))?
+        .into();
+    match entry {
+        None => match views.create(&key, bytes).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(HandlerError::Transient(e.into())),
+        },
+        Some(entry) => match views.update(&key, bytes, entry.revision).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(false),
+            Err(e) => Err(HandlerError::Transient(e.into())),
+        },
+    }
 }
 
 /// Writes `view` unless the bucket already holds a view at least as new.
@@ -143,4 +219,81 @@ pub async fn upsert(views: &kv::Store, view: &OrderView) -> Result<(), HandlerEr
     Err(HandlerError::Transient(anyhow::anyhow!(
         "view of {key} kept changing under the projection"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use events::{
+        Event, LineItem, OrderCancelled, OrderFulfilled, OrderPaid, OrderPlaced, OrderRefunded,
+    };
+    use time::OffsetDateTime;
+
+    use super::*;
+
+    /// Every event an order can go through, in an order the saga allows.
+    fn history() -> Vec<Event> {
+        let order_id = OrderId::from_idempotency_key("view-test");
+        let at = OffsetDateTime::UNIX_EPOCH;
+        let email = "ada@example.com".to_owned();
+        vec![
+            Event::OrderPlaced(OrderPlaced {
+                order_id,
+                customer_email: email.clone(),
+                items: vec![LineItem {
+                    sku: "book".into(),
+                    quantity: 2,
+                    unit_price_cents: 1500,
+                }],
+                total_cents: 3000,
+                payment_token: "tok_visa".into(),
+                placed_at: at,
+            }),
+            Event::OrderPaid(OrderPaid {
+                order_id,
+                customer_email: email.clone(),
+                payment_id: "pay_1".into(),
+                amount_cents: 3000,
+                paid_at: at,
+            }),
+            Event::OrderCancelled(OrderCancelled {
+                order_id,
+                customer_email: email.clone(),
+                reason: "changed my mind".into(),
+                cancelled_at: at,
+            }),
+            Event::OrderRefunded(OrderRefunded {
+                order_id,
+                refund_id: "re_1".into(),
+                amount_cents: 3000,
+                refunded_at: at,
+            }),
+        ]
+    }
+
+    /// The incremental projection is only right if a view turns back into
+    /// the exact state it was made from: then applying the next event to it
+    /// equals replaying the order.
+    #[test]
+    fn a_view_holds_the_whole_state_it_was_made_from() {
+        let mut replayed = None;
+        for (position, event) in (1..).zip(history()) {
+            replayed = domain::evolve(replayed, &event);
+            let order = replayed.clone().expect("an order after its first event");
+            assert_eq!(OrderView::new(&order, position).state(), order);
+        }
+        let shipped = OrderFulfilled {
+            order_id: history()[0].order_id(),
+            customer_email: "ada@example.com".into(),
+            tracking_number: "TRK1".into(),
+            shipped_at: OffsetDateTime::UNIX_EPOCH,
+        };
+        let paid = domain::evolve(None, &history()[0])
+            .and_then(|o| domain::evolve(Some(o), &history()[1]))
+            .expect("paid");
+        let from_view = OrderView::new(&paid, 2).state();
+        assert_eq!(
+            domain::evolve(Some(from_view), &Event::OrderFulfilled(shipped.clone())),
+            domain::evolve(Some(paid), &Event::OrderFulfilled(shipped)),
+        );
+    }
 }
