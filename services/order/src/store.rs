@@ -7,6 +7,17 @@
 //! `Nats-Expected-Last-Subject-Sequence` scoped to the same subjects, so if
 //! anyone appended to this order in between, the broker refuses the write and
 //! the command is decided again on the fresh state.
+//!
+//! That same check makes it safe to skip the replay: the store remembers
+//! the last state it saw of recently touched orders ([`Recent`]), and a
+//! command first decides on that. If the memory is behind (another instance
+//! appended since), the append is refused and the command is decided again
+//! on a replay; a rejection or a no-op decided on a remembered state is
+//! always checked against a replay too, since only an append can prove the
+//! state current. A paid order's two commands then need no read at all.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
 use events::{Envelope, Event, OrderId, streams};
@@ -18,6 +29,11 @@ use crate::domain::{self, Command, Order, Rejection};
 
 /// How often a command is retried when another writer got in first.
 const MAX_ATTEMPTS: usize = 5;
+
+/// How many orders [`Recent`] remembers: a few seconds of orders at full
+/// load, longer than an order takes from placed to fulfilled, in about half
+/// a megabyte.
+const RECENT_ORDERS: usize = 1024;
 
 /// One stored event with its position.
 #[derive(Debug, Clone)]
@@ -71,6 +87,45 @@ pub struct Outcome {
 pub struct EventStore {
     bus: Bus,
     stream: Stream,
+    recent: Arc<Mutex<Recent>>,
+}
+
+/// The last state and version this process saw of the most recently touched
+/// orders, oldest forgotten first. Only a hint: see the module comment.
+#[derive(Default)]
+struct Recent {
+    states: HashMap<OrderId, (Order, u64)>,
+    arrival: VecDeque<OrderId>,
+}
+
+impl Recent {
+    fn get(&self, order_id: OrderId) -> Option<(Order, u64)> {
+        self.states.get(&order_id).cloned()
+    }
+
+    /// Remembers `order` at `version` unless a newer version is known (two
+    /// handlers of one order may finish in either order).
+    fn remember(&mut self, order_id: OrderId, order: Order, version: u64) {
+        match self.states.get_mut(&order_id) {
+            Some((_, known)) if *known >= version => return,
+            Some(entry) => *entry = (order, version),
+            None => {
+                self.states.insert(order_id, (order, version));
+                self.arrival.push_back(order_id);
+            }
+        }
+        while self.arrival.len() > RECENT_ORDERS {
+            if let Some(oldest) = self.arrival.pop_front() {
+                self.states.remove(&oldest);
+            }
+        }
+    }
+
+    fn forget(&mut self, order_id: OrderId) {
+        // Its place in `arrival` stays until it comes round; removing a
+        // missing key then is harmless.
+        self.states.remove(&order_id);
+    }
 }
 
 /// The subjects of one order: the aggregate's boundary for concurrency.
@@ -82,7 +137,25 @@ impl EventStore {
     /// Opens the store, creating the `ORDERS` stream if needed.
     pub async fn open(bus: Bus) -> anyhow::Result<Self> {
         let stream = bus.ensure_stream(&streams::ORDERS).await?;
-        Ok(Self { bus, stream })
+        Ok(Self {
+            bus,
+            stream,
+            recent: Arc::default(),
+        })
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        // The map is only a hint, and every change to it is a whole
+        // operation, so a poisoned lock is still usable.
+        self.recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn remember(&self, order_id: OrderId, order: Option<&Order>, version: u64) {
+        if let Some(order) = order {
+            self.recent().remember(order_id, order.clone(), version);
+        }
     }
 
     /// Replays an order from its events.
@@ -139,11 +212,15 @@ impl EventStore {
             .append(&event, &envelope, &order_subjects(order_id), 0)
             .await
         {
-            Ok(position) => Ok(Outcome {
-                order: domain::evolve(None, &event),
-                position,
-                changed: true,
-            }),
+            Ok(position) => {
+                let order = domain::evolve(None, &event);
+                self.remember(order_id, order.as_ref(), position);
+                Ok(Outcome {
+                    order,
+                    position,
+                    changed: true,
+                })
+            }
             Err(PublishError::Conflict) => Err(StoreError::Rejected(Rejection::AlreadyExists)),
             Err(PublishError::Unavailable(error)) => {
                 Err(StoreError::Unavailable(error.to_string()))
@@ -162,18 +239,36 @@ impl EventStore {
         command: Command,
         cause: &str,
     ) -> Result<Outcome, StoreError> {
-        'attempts: for _ in 0..MAX_ATTEMPTS {
-            let loaded = self.load(order_id).await?;
-            let events = domain::decide(loaded.state.as_ref(), command.clone())?;
-            if events.is_empty() {
-                return Ok(Outcome {
-                    order: loaded.state,
-                    position: loaded.version,
-                    changed: false,
-                });
-            }
-            let mut expected = loaded.version;
-            let mut state = loaded.state;
+        'attempts: for attempt in 0..MAX_ATTEMPTS {
+            let remembered = (attempt == 0)
+                .then(|| self.recent().get(order_id))
+                .flatten();
+            let from_memory = remembered.is_some();
+            let (state, version) = match remembered {
+                Some((order, version)) => (Some(order), version),
+                None => {
+                    let loaded = self.load(order_id).await?;
+                    self.remember(order_id, loaded.state.as_ref(), loaded.version);
+                    (loaded.state, loaded.version)
+                }
+            };
+            let events = match domain::decide(state.as_ref(), command.clone()) {
+                Ok(events) if !events.is_empty() => events,
+                // Decided on a remembered state that may be behind: only a
+                // replay can confirm a rejection or that nothing is left
+                // to do.
+                _ if from_memory => continue 'attempts,
+                Ok(_) => {
+                    return Ok(Outcome {
+                        order: state,
+                        position: version,
+                        changed: false,
+                    });
+                }
+                Err(rejection) => return Err(rejection.into()),
+            };
+            let mut expected = version;
+            let mut state = state;
             for event in &events {
                 let envelope = Envelope::derived(event, cause);
                 match self
@@ -183,7 +278,10 @@ impl EventStore {
                 {
                     Ok(sequence) => expected = sequence,
                     Err(PublishError::Conflict) => {
-                        tracing::info!(%order_id, "concurrent write, deciding again");
+                        self.recent().forget(order_id);
+                        if !from_memory {
+                            tracing::info!(%order_id, "concurrent write, deciding again");
+                        }
                         continue 'attempts;
                     }
                     Err(PublishError::Unavailable(error)) => {
@@ -192,6 +290,7 @@ impl EventStore {
                 }
                 state = domain::evolve(state, event);
             }
+            self.remember(order_id, state.as_ref(), expected);
             return Ok(Outcome {
                 order: state,
                 position: expected,
@@ -199,5 +298,50 @@ impl EventStore {
             });
         }
         Err(StoreError::Contended)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use events::{LineItem, OrderPlaced};
+    use time::OffsetDateTime;
+
+    use super::*;
+
+    fn order(order_id: OrderId) -> Order {
+        let placed = OrderPlaced {
+            order_id,
+            customer_email: "ada@example.com".into(),
+            items: vec![LineItem {
+                sku: "book".into(),
+                quantity: 1,
+                unit_price_cents: 1500,
+            }],
+            total_cents: 1500,
+            payment_token: "tok_visa".into(),
+            placed_at: OffsetDateTime::UNIX_EPOCH,
+        };
+        domain::evolve(None, &Event::OrderPlaced(placed)).expect("an order")
+    }
+
+    #[test]
+    fn recent_keeps_the_newest_version_and_forgets_the_oldest_orders() {
+        let mut recent = Recent::default();
+        let first = OrderId::new();
+        recent.remember(first, order(first), 7);
+        recent.remember(first, order(first), 5);
+        assert_eq!(recent.get(first).map(|(_, v)| v), Some(7), "older lost");
+
+        for _ in 0..RECENT_ORDERS {
+            let id = OrderId::new();
+            recent.remember(id, order(id), 1);
+        }
+        assert!(recent.get(first).is_none(), "the oldest order is forgotten");
+        assert_eq!(recent.states.len(), RECENT_ORDERS);
+        assert_eq!(recent.arrival.len(), RECENT_ORDERS);
+
+        let last = *recent.arrival.back().expect("an order");
+        recent.forget(last);
+        assert!(recent.get(last).is_none());
     }
 }
