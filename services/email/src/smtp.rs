@@ -118,12 +118,12 @@ impl Target {
     }
 }
 
-/// User names and passwords in a URL are percent-encoded.
+/// User names and passwords in a URL are percent-encoded (and, unlike a
+/// form's fields, may hold a literal `+`).
 fn decode(text: &str) -> String {
-    url::form_urlencoded::parse(format!("x={text}").as_bytes())
-        .next()
-        .map(|(_, value)| value.into_owned())
-        .unwrap_or_default()
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// A pool of at most `size` SMTP connections, opened on demand and reused.
@@ -305,14 +305,14 @@ mod tests {
         assert!(plain.credentials.is_none());
 
         let starttls =
-            Target::from_url("smtp://ada:p%40ss@mail.example.com?tls=required").expect("starttls");
+            Target::from_url("smtp://ada:p%40s+s@mail.example.com?tls=required").expect("starttls");
         assert_eq!(starttls.port, 587);
         assert!(matches!(
             starttls.security,
             Security::StartTls { required: true, .. }
         ));
         // Credentials has no Debug (it would print the password).
-        assert!(starttls.credentials == Some(Credentials::new("ada".into(), "p@ss".into())));
+        assert!(starttls.credentials == Some(Credentials::new("ada".into(), "p@s+s".into())));
 
         let implicit = Target::from_url("smtps://mail.example.com").expect("smtps");
         assert_eq!(implicit.port, 465);

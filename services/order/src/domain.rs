@@ -223,10 +223,11 @@ pub fn decide(state: Option<&Order>, command: Command) -> Result<Vec<Event>, Rej
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn placed(order_id: OrderId) -> OrderPlaced {
+    /// A placed order, for this module's tests and the store's and view's.
+    pub(crate) fn placed(order_id: OrderId) -> OrderPlaced {
         OrderPlaced {
             order_id,
             customer_email: "ada@example.com".into(),

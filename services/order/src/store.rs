@@ -303,24 +303,10 @@ impl EventStore {
 
 #[cfg(test)]
 mod tests {
-    use events::{LineItem, OrderPlaced};
-    use time::OffsetDateTime;
-
     use super::*;
 
     fn order(order_id: OrderId) -> Order {
-        let placed = OrderPlaced {
-            order_id,
-            customer_email: "ada@example.com".into(),
-            items: vec![LineItem {
-                sku: "book".into(),
-                quantity: 1,
-                unit_price_cents: 1500,
-            }],
-            total_cents: 1500,
-            payment_token: "tok_visa".into(),
-            placed_at: OffsetDateTime::UNIX_EPOCH,
-        };
+        let placed = crate::domain::tests::placed(order_id);
         domain::evolve(None, &Event::OrderPlaced(placed)).expect("an order")
     }
 

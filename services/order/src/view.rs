@@ -150,14 +150,7 @@ pub async fn advance(
     position: u64,
 ) -> Result<bool, HandlerError> {
     let key = event.order_id().to_string();
-    let entry = views
-        .entry(&key)
-        .await
-        .map_err(|e| HandlerError::Transient(e.into()))?;
-    // A deleted or purged entry (`ops views rebuild`) has no view in it.
-    let current = entry
-        .as_ref()
-        .and_then(|e| serde_json::from_slice::<OrderView>(&e.value).ok());
+    let (current, revision) = read(views, &key).await?;
     let state = match &current {
         Some(view) if view.position >= position => return Ok(true),
         Some(view) if view.position == previous => Some(view.state()),
@@ -167,53 +160,21 @@ pub async fn advance(
     let Some(order) = domain::evolve(state, event) else {
         return Ok(false);
     };
-    let bytes: bytes::Bytes = serde_json::to_vec(&OrderView::new(&order, position))
-        .map_err(|e| HandlerError::Permanent(e.into()))?
-        .into();
-    match entry {
-        None => match views.create(&key, bytes).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(HandlerError::Transient(e.into())),
-        },
-        Some(entry) => match views.update(&key, bytes, entry.revision).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(false),
-            Err(e) => Err(HandlerError::Transient(e.into())),
-        },
-    }
+    write(views, &key, &OrderView::new(&order, position), revision).await
 }
 
 /// Writes `view` unless the bucket already holds a view at least as new.
 pub async fn upsert(views: &kv::Store, view: &OrderView) -> Result<(), HandlerError> {
     let key = view.order_id.to_string();
-    let bytes: bytes::Bytes = serde_json::to_vec(view)
-        .map_err(|e| HandlerError::Permanent(e.into()))?
-        .into();
     // A handful of tries is plenty: each retry means someone else wrote a
     // newer view, so we usually stop at the position check.
     for _ in 0..5 {
-        let entry = views
-            .entry(&key)
-            .await
-            .map_err(|e| HandlerError::Transient(e.into()))?;
-        match entry {
-            None => match views.create(&key, bytes.clone()).await {
-                Ok(_) => return Ok(()),
-                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(HandlerError::Transient(e.into())),
-            },
-            Some(entry) => {
-                let current: Option<OrderView> = serde_json::from_slice(&entry.value).ok();
-                if current.is_some_and(|c| c.position >= view.position) {
-                    return Ok(());
-                }
-                match views.update(&key, bytes.clone(), entry.revision).await {
-                    Ok(_) => return Ok(()),
-                    Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
-                    Err(e) => return Err(HandlerError::Transient(e.into())),
-                }
-            }
+        let (current, revision) = read(views, &key).await?;
+        if current.is_some_and(|c| c.position >= view.position) {
+            return Ok(());
+        }
+        if write(views, &key, view, revision).await? {
+            return Ok(());
         }
     }
     Err(HandlerError::Transient(anyhow::anyhow!(
@@ -221,11 +182,53 @@ pub async fn upsert(views: &kv::Store, view: &OrderView) -> Result<(), HandlerEr
     )))
 }
 
+/// The view stored under `key` and the entry's revision. A deleted or purged
+/// entry (`ops views rebuild`) has a revision but no view.
+async fn read(
+    views: &kv::Store,
+    key: &str,
+) -> Result<(Option<OrderView>, Option<u64>), HandlerError> {
+    let entry = views
+        .entry(key)
+        .await
+        .map_err(|e| HandlerError::Transient(e.into()))?;
+    Ok(match entry {
+        None => (None, None),
+        Some(entry) => (
+            serde_json::from_slice(&entry.value).ok(),
+            Some(entry.revision),
+        ),
+    })
+}
+
+/// Writes `view` if the entry is still at `revision` (`None`: there is no
+/// entry yet). `false` means another writer got in first.
+async fn write(
+    views: &kv::Store,
+    key: &str,
+    view: &OrderView,
+    revision: Option<u64>,
+) -> Result<bool, HandlerError> {
+    let bytes: bytes::Bytes = serde_json::to_vec(view)
+        .map_err(|e| HandlerError::Permanent(e.into()))?
+        .into();
+    match revision {
+        None => match views.create(key, bytes).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(HandlerError::Transient(e.into())),
+        },
+        Some(revision) => match views.update(key, bytes, revision).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(false),
+            Err(e) => Err(HandlerError::Transient(e.into())),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use events::{
-        Event, LineItem, OrderCancelled, OrderFulfilled, OrderPaid, OrderPlaced, OrderRefunded,
-    };
+    use events::{Event, OrderCancelled, OrderFulfilled, OrderPaid, OrderRefunded};
     use time::OffsetDateTime;
 
     use super::*;
@@ -236,23 +239,12 @@ mod tests {
         let at = OffsetDateTime::UNIX_EPOCH;
         let email = "ada@example.com".to_owned();
         vec![
-            Event::OrderPlaced(OrderPlaced {
-                order_id,
-                customer_email: email.clone(),
-                items: vec![LineItem {
-                    sku: "book".into(),
-                    quantity: 2,
-                    unit_price_cents: 1500,
-                }],
-                total_cents: 3000,
-                payment_token: "tok_visa".into(),
-                placed_at: at,
-            }),
+            Event::OrderPlaced(crate::domain::tests::placed(order_id)),
             Event::OrderPaid(OrderPaid {
                 order_id,
                 customer_email: email.clone(),
                 payment_id: "pay_1".into(),
-                amount_cents: 3000,
+                amount_cents: 1500,
                 paid_at: at,
             }),
             Event::OrderCancelled(OrderCancelled {
@@ -264,7 +256,7 @@ mod tests {
             Event::OrderRefunded(OrderRefunded {
                 order_id,
                 refund_id: "re_1".into(),
-                amount_cents: 3000,
+                amount_cents: 1500,
                 refunded_at: at,
             }),
         ]
